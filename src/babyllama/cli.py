@@ -1,0 +1,51 @@
+"""The `babyllama` command. Each subcommand lives in babyllama/commands/<name>.py with
+HELP, add_arguments(parser) and run(args) -> exit status."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from babyllama import __version__
+from babyllama.errors import BabyLlamaError
+
+# subcommand name -> module in babyllama.commands
+COMMANDS = {
+    "prepare": "prepare",
+    "pretrain": "pretrain",
+    "sample": "sample",
+    "export": "export",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="babyllama", description="Train your own baby Llama 2 end to end, with a record of every run.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run `babyllama COMMAND --help` for the options of each command.")
+    parser.add_argument("--version", action="version", version=f"babyllama {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(f"babyllama.commands.{module_name}")
+        command = sub.add_parser(name, help=module.HELP, description=module.HELP,
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter
+                                 if getattr(module, "SHOW_DEFAULTS", False) else argparse.HelpFormatter)
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        status = args._run(args)
+    except BabyLlamaError as err:
+        print(f"babyllama {args.command}: error: {err}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(status or 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""Configuration as data: dataclasses, presets, YAML files and command-line overrides.
+
+Resolution order, later wins: dataclass defaults < preset/device recipe < YAML (--config) < command line.
+Training options use Hugging Face `TrainingArguments` names where the two overlap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from babyllama.errors import BabyLlamaError, did_you_mean
+
+
+def opt(default, help: str, **meta):
+    """A dataclass field with its --help text (and optional `choices`) attached."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **meta})
+    return field(default=default, metadata={"help": help, **meta})
+
+
+# --------------------------------------------------------------------------- model
+
+
+@dataclass
+class ModelConfig:
+    dim: int = opt(288, "model width (hidden size)")
+    n_layers: int = opt(6, "number of transformer blocks")
+    n_heads: int = opt(6, "number of query heads")
+    n_kv_heads: Optional[int] = opt(None, "number of key/value heads (grouped-query attention); default n_heads")
+    vocab_size: int = opt(0, "vocabulary size; 0 takes it from the tokenizer")
+    hidden_dim: Optional[int] = opt(None, "SwiGLU hidden size; default 2/3 of 4*dim rounded up to multiple_of")
+    multiple_of: int = opt(32, "round hidden_dim up to a multiple of this")
+    max_seq_len: int = opt(256, "context length (positions the model is built for)")
+    norm_eps: float = opt(1e-5, "RMSNorm epsilon")
+    rope_theta: float = opt(10000.0, "rotary embedding base")
+    dropout: float = opt(0.0, "dropout on attention weights and residual branches")
+    tie_embeddings: bool = opt(True, "share the input embedding and the output classifier")
+
+    def __post_init__(self):
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        if self.hidden_dim is None:
+            hidden = int(2 * (4 * self.dim) / 3)
+            self.hidden_dim = self.multiple_of * math.ceil(hidden / self.multiple_of)
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    def validate(self) -> None:
+        positive = ["dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim", "max_seq_len", "vocab_size"]
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise BabyLlamaError(f"model field '{name}' must be positive, got {getattr(self, name)}")
+        if self.dim % self.n_heads:
+            raise BabyLlamaError(f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
+        if self.n_heads % self.n_kv_heads:
+            raise BabyLlamaError(f"n_heads ({self.n_heads}) must be divisible by n_kv_heads ({self.n_kv_heads})")
+        if self.head_dim % 2:
+            raise BabyLlamaError(f"head_dim = dim / n_heads = {self.head_dim} must be even for rotary embeddings")
+        if not 0.0 <= self.dropout < 1.0:
+            raise BabyLlamaError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+# llama2.c's published shapes; the vocabulary comes from the tokenizer.
+PRESETS: dict[str, dict[str, Any]] = {
+    "260k": dict(dim=64, n_layers=5, n_heads=8, n_kv_heads=4, max_seq_len=512),
+    "15m": dict(dim=288, n_layers=6, n_heads=6, n_kv_heads=6, max_seq_len=256),
+    "42m": dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=8, max_seq_len=1024),
+    "110m": dict(dim=768, n_layers=12, n_heads=12, n_kv_heads=12, max_seq_len=1024),
+}
+
+
+def preset_model(name: str) -> dict[str, Any]:
+    if name not in PRESETS:
+        raise BabyLlamaError(f"unknown preset '{name}'{did_you_mean(name, PRESETS)}; choose one of {', '.join(PRESETS)}")
+    return dict(PRESETS[name])
+
+
+# --------------------------------------------------------------------------- pretraining
+
+
+SCHEDULES = ("cosine", "linear", "constant", "constant_with_warmup")
+TRACKERS = ("none", "tensorboard", "wandb", "mlflow", "trackio")
+
+
+@dataclass
+class TrainConfig:
+    data: Optional[str] = opt(None, "prepared data folder (from `babyllama prepare`)")
+    preset: str = opt("260k", "model preset", choices=tuple(PRESETS))
+    init_from: Optional[str] = opt(None, "start from this Hugging Face Llama folder or run instead of random weights")
+    output_dir: str = opt("runs", "folder that holds run folders")
+    run_name: Optional[str] = opt(None, "name of the run folder; default run<timestamp>")
+    overwrite_output_dir: bool = opt(False, "replace an existing run folder of the same name")
+    resume_from_checkpoint: Optional[str] = opt(None, "run folder or checkpoint folder to continue exactly")
+    max_steps: int = opt(-1, "optimizer steps to train (-1: use max_time, else one epoch)")
+    max_time: Optional[float] = opt(None, "wall-clock budget in seconds; the schedule is fitted to it")
+    num_train_epochs: float = opt(1.0, "epochs over the training split when neither max_steps nor max_time is set")
+    per_device_train_batch_size: Optional[int] = opt(None, "sequences per micro-batch per device (default: recipe)")
+    per_device_eval_batch_size: Optional[int] = opt(None, "sequences per evaluation batch (default: train batch)")
+    gradient_accumulation_steps: int = opt(1, "micro-batches per optimizer step")
+    seq_len: Optional[int] = opt(None, "training sequence length (default: recipe, at most max_seq_len)")
+    learning_rate: Optional[float] = opt(None, "peak learning rate (default: recipe)")
+    min_lr_ratio: float = opt(0.1, "final learning rate as a fraction of the peak (cosine, linear)")
+    lr_scheduler_type: str = opt("cosine", "learning-rate schedule after warmup", choices=SCHEDULES)
+    warmup_steps: int = opt(0, "linear warmup steps (overrides warmup_ratio when > 0)")
+    warmup_ratio: Optional[float] = opt(None, "warmup as a fraction of the total steps (default: recipe)")
+    weight_decay: float = opt(0.1, "AdamW weight decay (never applied to norms and biases)")
+    adam_beta1: float = opt(0.9, "AdamW beta1")
+    adam_beta2: float = opt(0.95, "AdamW beta2")
+    adam_epsilon: float = opt(1e-8, "AdamW epsilon")
+    max_grad_norm: float = opt(1.0, "clip gradients to this global norm (0 disables)")
+    seed: int = opt(42, "seed for weights, data order and dropout")
+    device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+    bf16: Optional[bool] = opt(None, "bf16 autocast (default: on where the device computes bf16 natively)")
+    fp16: bool = opt(False, "fp16 autocast with loss scaling (CUDA)")
+    torch_compile: Optional[bool] = opt(None, "compile the model with torch.compile (default: recipe)")
+    logging_steps: int = opt(10, "log every N optimizer steps")
+    eval_steps: Optional[int] = opt(None, "evaluate every N steps (default: about 10 evaluations per run)")
+    save_steps: Optional[int] = opt(None, "checkpoint every N steps (default: at every evaluation)")
+    save_total_limit: Optional[int] = opt(2, "keep at most this many checkpoints (None keeps all)")
+    eval_max_tokens: Optional[int] = opt(None, "cap on validation tokens per evaluation (default: the whole split)")
+    num_samples: int = opt(2, "stories sampled into samples.md at each evaluation")
+    sample_max_new_tokens: int = opt(160, "length of those samples")
+    report_to: list = opt(["none"], "trackers: none, tensorboard, wandb, mlflow, trackio (several allowed)")
+    disable_tqdm: bool = opt(False, "no progress bar")
+
+
+# --------------------------------------------------------------------------- argparse from dataclasses
+
+
+def _base_type(annotation):
+    """(python type, is_optional) of a field annotation, resolving string annotations."""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, {**typing.__dict__, **globals()})  # annotations are our own, trusted
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _base_type(args[0])[0], True
+    if origin is list:
+        return list, False
+    return annotation, False
+
+
+def parse_bool(text: str) -> bool:
+    lowered = str(text).strip().lower()
+    if lowered in ("1", "true", "yes", "y", "on"):
+        return True
+    if lowered in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+
+
+def _typed(kind, optional: bool):
+    def convert(text: str):
+        if optional and str(text).lower() in ("none", "null"):
+            return None
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got '{text}'") from None
+
+    convert.__name__ = kind.__name__
+    return convert
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls, title: str, skip: tuple = ()) -> None:
+    """One --flag per dataclass field, defaults suppressed so only explicit flags come back."""
+    group = parser.add_argument_group(title)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        kind, optional = _base_type(f.type)
+        help_text = f.metadata.get("help", "")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kwargs: dict[str, Any] = dict(default=argparse.SUPPRESS, help=f"{help_text} (default: {default})")
+        if kind is bool:
+            kwargs.update(nargs="?", const=True, type=parse_bool, metavar="BOOL")
+        elif kind is list:
+            kwargs.update(nargs="+", metavar="VALUE")
+        else:
+            kwargs.update(type=_typed(kind, optional))
+            if "choices" in f.metadata:
+                kwargs["choices"] = f.metadata["choices"]
+                kwargs["metavar"] = "{" + ",".join(f.metadata["choices"]) + "}"
+        group.add_argument(f"--{f.name}", **kwargs)
+
+
+def field_names(*classes) -> set[str]:
+    return {f.name for cls in classes for f in dataclasses.fields(cls)}
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON config; a run manifest (`manifest.json`) yields the config it recorded."""
+    path = Path(path)
+    if not path.is_file():
+        raise BabyLlamaError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise BabyLlamaError(f"cannot parse config file {path}: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise BabyLlamaError(f"config file {path} must hold a mapping of option: value, not {type(data).__name__}")
+    if "config" in data and isinstance(data["config"], dict) and "babyllama_version" in data:
+        data = flatten_manifest_config(data["config"])  # reproduce a run from its record
+    return data
+
+
+def flatten_manifest_config(config: dict) -> dict:
+    """A manifest stores {'train': {...}, 'model': {...}}; a config file is flat."""
+    flat = dict(config.get("train", {}))
+    flat.update(config.get("model", {}))
+    for key in ("resume_from_checkpoint", "run_name", "overwrite_output_dir"):
+        flat.pop(key, None)
+    return flat
+
+
+def check_keys(values: dict, allowed: set[str], where: str) -> None:
+    for key in values:
+        if key not in allowed:
+            raise BabyLlamaError(f"unknown option '{key}' in {where}{did_you_mean(key, allowed)}")
+
+
+def coerce(cls, values: dict, where: str) -> dict:
+    """Convert YAML values to the field types of cls, with errors naming the field."""
+    kinds = {f.name: _base_type(f.type) for f in dataclasses.fields(cls)}
+    out = {}
+    for key, value in values.items():
+        if key not in kinds:
+            continue
+        kind, optional = kinds[key]
+        if value is None:
+            if not optional:
+                raise BabyLlamaError(f"option '{key}' in {where} cannot be null")
+            out[key] = None
+            continue
+        try:
+            if kind is bool:
+                out[key] = value if isinstance(value, bool) else parse_bool(value)
+            elif kind is list:
+                out[key] = list(value) if isinstance(value, (list, tuple)) else [value]
+            elif kind is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+                out[key] = float(value)
+            elif kind is int and (isinstance(value, int) and not isinstance(value, bool) or
+                                  isinstance(value, float) and value.is_integer()):
+                out[key] = int(value)
+            elif kind is int and isinstance(value, str):
+                out[key] = int(value)
+            elif kind is str and isinstance(value, (str, int, float)):
+                out[key] = str(value)
+            else:
+                raise ValueError
+        except (ValueError, TypeError, argparse.ArgumentTypeError):
+            raise BabyLlamaError(f"option '{key}' in {where} must be {kind.__name__}, got {value!r}") from None
+    return out
+
+
+def to_dict(obj) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(obj), default=str))

@@ -1,0 +1,122 @@
+"""`babyllama prepare`: corpus -> tokenizer -> shards, in one resumable, reusable step."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from babyllama import __version__
+from babyllama.config import opt
+from babyllama.data.shards import (FORMAT_VERSION, file_fingerprint, fingerprint_of, reuse_if_current, token_dtype,
+                                   write_shards)
+from babyllama.data.sources import iter_corpus, resolve_corpus
+from babyllama.data.tokenizer import MIN_VOCAB_SIZE, load_tokenizer, train_tokenizer
+from babyllama.errors import BabyLlamaError
+
+
+@dataclass
+class PrepareConfig:
+    data: str = opt("tinystories", "'tinystories' (Hugging Face Hub), or a local .txt/.jsonl/.parquet file, folder or glob")
+    out: Optional[str] = opt(None, "output folder (default: data/<name>-<vocab_size>)")
+    vocab_size: int = opt(2048, "tokenizer vocabulary size, special tokens included")
+    tokenizer: Optional[str] = opt(None, "reuse this tokenizer folder instead of training one")
+    text_field: str = opt("text", "field holding the text in .jsonl and .parquet files")
+    valid_fraction: float = opt(0.01, "share of documents held out for validation when no valid* file exists")
+    tokenizer_max_bytes: int = opt(200_000_000, "train the tokenizer on at most this much text")
+    skip_bad_lines: bool = opt(False, "skip (and count) malformed JSON lines instead of stopping")
+    cache_dir: Optional[str] = opt(None, "Hugging Face cache folder for Hub downloads")
+    disable_tqdm: bool = opt(False, "no progress bars")
+
+
+def validate(cfg: PrepareConfig) -> None:
+    if cfg.tokenizer is None and cfg.vocab_size < MIN_VOCAB_SIZE:
+        raise BabyLlamaError(f"--vocab_size {cfg.vocab_size} is too small: the 256 bytes and the special tokens "
+                             f"need at least {MIN_VOCAB_SIZE}")
+    if not 0 < cfg.valid_fraction < 0.5:
+        raise BabyLlamaError(f"--valid_fraction must be in (0, 0.5), got {cfg.valid_fraction}")
+    if cfg.tokenizer_max_bytes <= 0:
+        raise BabyLlamaError(f"--tokenizer_max_bytes must be positive, got {cfg.tokenizer_max_bytes}")
+
+
+def _limited(docs, max_bytes: int):
+    total = 0
+    for doc in docs:
+        yield doc
+        total += len(doc)
+        if total >= max_bytes:
+            return
+
+
+def default_out(cfg: PrepareConfig) -> Path:
+    name = Path(cfg.data.rstrip("/")).stem.lower() or "corpus"
+    return Path("data") / f"{name}-{cfg.vocab_size}"
+
+
+def prepare(cfg: PrepareConfig, log=print) -> Path:
+    validate(cfg)
+    out = Path(cfg.out) if cfg.out else default_out(cfg)
+    corpus = resolve_corpus(cfg.data, cfg.cache_dir)
+    reader = dict(text_field=cfg.text_field, skip_bad_lines=cfg.skip_bad_lines)
+    given_tokenizer = load_tokenizer(cfg.tokenizer) if cfg.tokenizer else None
+    parts = {
+        "format_version": FORMAT_VERSION,
+        "train": file_fingerprint(corpus.train), "valid": file_fingerprint(corpus.valid),
+        "vocab_size": None if given_tokenizer else cfg.vocab_size,
+        "tokenizer": given_tokenizer.hash if given_tokenizer else None,
+        "text_field": cfg.text_field, "valid_fraction": None if corpus.valid else cfg.valid_fraction,
+        "tokenizer_max_bytes": cfg.tokenizer_max_bytes, "skip_bad_lines": cfg.skip_bad_lines,
+    }
+    fingerprint = fingerprint_of(parts)
+    if (manifest := reuse_if_current(out, fingerprint)) is not None:
+        log(f"{out} is up to date with its inputs: reusing it ({manifest['splits']['train']['tokens']:,} train tokens)")
+        return out
+
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    if given_tokenizer:
+        tokenizer = given_tokenizer
+        log(f"reusing tokenizer {cfg.tokenizer} ({tokenizer.vocab_size} tokens)")
+    else:
+        log(f"training a byte-level BPE tokenizer with {cfg.vocab_size} tokens on {', '.join(map(str, corpus.train))}")
+        docs = _limited(iter_corpus(corpus.train, **reader), cfg.tokenizer_max_bytes)
+        tokenizer = train_tokenizer(docs, cfg.vocab_size, show_progress=not cfg.disable_tqdm)
+    staging = out / ".tokenizer.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    tokenizer.save(staging)
+    tokenizer_seconds = time.time() - started
+
+    splits = write_shards(corpus, tokenizer, out, valid_fraction=cfg.valid_fraction, reader=reader,
+                          show_progress=not cfg.disable_tqdm)
+    shutil.rmtree(out / "tokenizer", ignore_errors=True)
+    os.replace(staging, out / "tokenizer")
+    manifest = {
+        "babyllama_version": __version__,
+        "format_version": FORMAT_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "origin": corpus.origin,
+        "sources": {"train": [str(p) for p in corpus.train], "valid": [str(p) for p in corpus.valid]},
+        "validation": "files" if corpus.valid else f"every {round(1 / cfg.valid_fraction)}th training document",
+        "tokenizer": {"hash": tokenizer.hash, "vocab_size": tokenizer.vocab_size,
+                      "trained": given_tokenizer is None, "from": cfg.tokenizer},
+        "dtype": str(token_dtype(tokenizer.vocab_size)),
+        "splits": {k: v for k, v in splits.items() if k in ("train", "valid")},
+        "read": splits["read"],
+        "config": {k: v for k, v in vars(cfg).items()},
+        "seconds": {"tokenizer": round(tokenizer_seconds, 2), "total": round(time.time() - started, 2)},
+        "fingerprint": fingerprint,
+    }
+    tmp = out / ".manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, out / "manifest.json")
+    train, valid = splits["train"], splits["valid"]
+    log(f"wrote {out}: train {train['documents']:,} docs / {train['tokens']:,} tokens "
+        f"({train['text_bytes'] / max(train['tokens'], 1):.2f} bytes/token), "
+        f"valid {valid['documents']:,} docs / {valid['tokens']:,} tokens, in {time.time() - started:.1f}s")
+    if splits["read"]["bad_lines_skipped"]:
+        log(f"skipped {splits['read']['bad_lines_skipped']} malformed lines, e.g. {splits['read']['bad_line_examples'][0]}")
+    return out

@@ -1,0 +1,164 @@
+"""Models on disk, in Hugging Face's layout: config.json + model.safetensors (+ tokenizer files).
+
+The same layout serves checkpoints, a run's final `model/` and exports, so `--model` anywhere accepts a run
+folder, a checkpoint folder or any local Hugging Face Llama folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from babyllama.config import ModelConfig
+from babyllama.data.tokenizer import BabyTokenizer, load_tokenizer
+from babyllama.errors import BabyLlamaError
+from babyllama.model import Llama
+
+WEIGHTS = "model.safetensors"
+
+
+def weights_to_save(model: Llama) -> dict[str, torch.Tensor]:
+    """The state dict as Hugging Face stores it: a tied classifier is not written twice."""
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    if model.config.tie_embeddings:
+        state.pop("lm_head.weight", None)
+    return state
+
+
+def hf_config_dict(config: ModelConfig, tokenizer: Optional[BabyTokenizer] = None) -> dict:
+    """The `LlamaConfig` that describes our model, made by transformers itself so every field is current."""
+    from transformers import LlamaConfig
+
+    hf = LlamaConfig(
+        vocab_size=config.vocab_size, hidden_size=config.dim, intermediate_size=config.hidden_dim,
+        num_hidden_layers=config.n_layers, num_attention_heads=config.n_heads,
+        num_key_value_heads=config.n_kv_heads, head_dim=config.head_dim, hidden_act="silu",
+        max_position_embeddings=config.max_seq_len, rms_norm_eps=config.norm_eps, rope_theta=config.rope_theta,
+        tie_word_embeddings=config.tie_embeddings, attention_bias=False, mlp_bias=False,
+        attention_dropout=config.dropout, torch_dtype="float32",
+        bos_token_id=tokenizer.bos_id if tokenizer else 1, eos_token_id=tokenizer.eos_id if tokenizer else 2,
+        pad_token_id=tokenizer.pad_id if tokenizer else None,
+    )
+    out = hf.to_dict()
+    out["architectures"] = ["LlamaForCausalLM"]
+    return out
+
+
+def save_model(model: Llama, folder: str | Path, tokenizer: Optional[BabyTokenizer] = None) -> Path:
+    """Write config.json, model.safetensors, generation_config.json and (given one) the tokenizer."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(hf_config_dict(model.config, tokenizer), indent=2))
+    weights = {k: v.to("cpu") for k, v in weights_to_save(model).items()}
+    save_file(weights, str(folder / WEIGHTS), metadata={"format": "pt"})
+    if tokenizer is not None:
+        generation = {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id,
+                      "pad_token_id": tokenizer.pad_id, "do_sample": True, "temperature": 0.8, "top_p": 0.95}
+        (folder / "generation_config.json").write_text(json.dumps(generation, indent=2))
+        tokenizer.save(folder)
+    return folder
+
+
+def model_config_from_hf(hf: dict, where: Path) -> ModelConfig:
+    if hf.get("model_type", "llama") != "llama":
+        raise BabyLlamaError(f"{where}/config.json describes a '{hf.get('model_type')}' model; babyllama loads Llama models")
+    rope = hf.get("rope_parameters") or {}
+    scaling = hf.get("rope_scaling") or {}
+    rope_type = rope.get("rope_type", scaling.get("rope_type", scaling.get("type", "default")))
+    if rope_type not in ("default", None):
+        raise BabyLlamaError(f"{where}: rope scaling '{rope_type}' is not supported")
+    if hf.get("attention_bias") or hf.get("mlp_bias"):
+        raise BabyLlamaError(f"{where}: attention/MLP biases are not supported")
+    if hf.get("hidden_act", "silu") != "silu":
+        raise BabyLlamaError(f"{where}: activation '{hf['hidden_act']}' is not supported (Llama uses silu)")
+    heads = hf["num_attention_heads"]
+    head_dim = hf.get("head_dim") or hf["hidden_size"] // heads
+    if head_dim * heads != hf["hidden_size"]:
+        raise BabyLlamaError(f"{where}: head_dim * num_attention_heads != hidden_size is not supported")
+    return ModelConfig(
+        dim=hf["hidden_size"], n_layers=hf["num_hidden_layers"], n_heads=heads,
+        n_kv_heads=hf.get("num_key_value_heads") or heads, vocab_size=hf["vocab_size"],
+        hidden_dim=hf["intermediate_size"], max_seq_len=hf.get("max_position_embeddings", 2048),
+        norm_eps=hf.get("rms_norm_eps", 1e-6), rope_theta=rope.get("rope_theta", hf.get("rope_theta", 10000.0)),
+        dropout=0.0, tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+    )
+
+
+def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    if (folder / WEIGHTS).is_file():
+        return load_file(str(folder / WEIGHTS))
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        state: dict[str, torch.Tensor] = {}
+        for name in files:
+            state.update(load_file(str(folder / name)))
+        return state
+    if (folder / "pytorch_model.bin").is_file():
+        # weights_only: a checkpoint from someone else cannot run code on load.
+        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise BabyLlamaError(f"{folder} holds no model weights ({WEIGHTS}, a sharded index, or pytorch_model.bin)")
+
+
+def resolve_model_folder(path: str | Path) -> Path:
+    """A run folder means its final model/, or else its newest complete checkpoint."""
+    path = Path(path)
+    if (path / "config.json").is_file():
+        return path
+    if (path / "model" / "config.json").is_file():
+        return path / "model"
+    checkpoints = path / "checkpoints"
+    if checkpoints.is_dir():
+        from babyllama.train.checkpoint import latest_checkpoint
+
+        latest = latest_checkpoint(path)
+        if latest is not None:
+            return latest
+    if not path.exists():
+        raise BabyLlamaError(f"--model {path} does not exist")
+    raise BabyLlamaError(f"{path} is neither a model folder (config.json + {WEIGHTS}) nor a run folder with a model "
+                         f"or checkpoint")
+
+
+def find_tokenizer(folder: Path) -> Optional[BabyTokenizer]:
+    for candidate in (folder, folder / "tokenizer", folder.parent / "tokenizer", folder.parent.parent / "tokenizer"):
+        if (candidate / "tokenizer.json").is_file():
+            return load_tokenizer(candidate)
+    return None
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu",
+               need_tokenizer: bool = True) -> tuple[Llama, Optional[BabyTokenizer], Path]:
+    folder = resolve_model_folder(path)
+    try:
+        hf = json.loads((folder / "config.json").read_text())
+    except json.JSONDecodeError as err:
+        raise BabyLlamaError(f"{folder}/config.json is not valid JSON: {err}") from None
+    config = model_config_from_hf(hf, folder)
+    state = _read_weights(folder)
+    model = Llama(config)
+    expected = set(weights_to_save(model))
+    missing, unexpected = expected - set(state), set(state) - expected - {"lm_head.weight"}
+    if missing or unexpected:
+        raise BabyLlamaError(f"{folder}: weights do not match config.json (missing {sorted(missing)[:4]}, "
+                             f"unexpected {sorted(unexpected)[:4]})")
+    for name, tensor in state.items():
+        if name == "lm_head.weight" and config.tie_embeddings:
+            continue
+        target = model.get_parameter(name)
+        if target.shape != tensor.shape:
+            raise BabyLlamaError(f"{folder}: {name} has shape {tuple(tensor.shape)}, config.json implies "
+                                 f"{tuple(target.shape)}")
+        with torch.no_grad():
+            target.copy_(tensor.to(torch.float32))
+    tokenizer = find_tokenizer(folder)
+    if need_tokenizer and tokenizer is None:
+        raise BabyLlamaError(f"no tokenizer (tokenizer.json) found with the model in {folder}")
+    if tokenizer is not None and tokenizer.vocab_size > config.vocab_size:
+        raise BabyLlamaError(f"{folder}: the tokenizer has {tokenizer.vocab_size} tokens but the model only "
+                             f"{config.vocab_size}; they do not belong together")
+    return model.to(device), tokenizer, folder

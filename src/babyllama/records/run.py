@@ -1,0 +1,136 @@
+"""A run folder: the record of one pretraining or fine-tuning run, readable without babyllama.
+
+    runs/<run_name>/manifest.json   what ran, on what, from what, how it ended
+    runs/<run_name>/metrics.jsonl   one JSON object per logged or evaluated step
+    runs/<run_name>/samples.md      generations at each evaluation
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Optional
+
+from babyllama import __version__
+from babyllama.errors import BabyLlamaError
+
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+PACKAGES = ("torch", "numpy", "tokenizers", "transformers", "trl", "peft", "accelerate", "safetensors", "datasets")
+
+
+def default_run_name() -> str:
+    return time.strftime("run%Y_%m_%d_%H_%M_%S")
+
+
+def check_run_name(name: str) -> str:
+    if not RUN_NAME.match(name) or name in (".", ".."):
+        raise BabyLlamaError(f"run name '{name}' is not allowed: use letters, digits, '.', '_', '+', '-' "
+                             f"(no slashes), at most 128 characters")
+    return name
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "babyllama": __version__}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def git_state(cwd: Optional[Path] = None) -> Optional[dict]:
+    """Commit and dirty flag of the user's working directory, when it is a git checkout."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _atomic_write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+class RunRecord:
+    """Writes one run's manifest, metrics and samples. Only the main process of a run creates one."""
+
+    def __init__(self, folder: Path, manifest: dict):
+        self.folder = folder
+        self.manifest = manifest
+        self._metrics = open(folder / "metrics.jsonl", "a", encoding="utf-8")
+
+    @classmethod
+    def start(cls, output_dir: str, run_name: str, kind: str, config: dict, *, overwrite: bool = False,
+              resume: bool = False, parent: Optional[str] = None, extra: Optional[dict] = None) -> "RunRecord":
+        check_run_name(run_name)
+        root = Path(output_dir)
+        folder = root / run_name
+        if folder.resolve().parent != root.resolve():
+            raise BabyLlamaError(f"run folder {folder} would escape {root}")
+        if folder.exists() and not resume:
+            if not overwrite:
+                raise BabyLlamaError(f"run folder {folder} already exists: continue it with --resume_from_checkpoint "
+                                     f"{folder}, pick another --run_name, or pass --overwrite_output_dir")
+            import shutil
+
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        previous = {}
+        if resume and (folder / "manifest.json").is_file():
+            previous = json.loads((folder / "manifest.json").read_text())
+        manifest = {
+            "babyllama_version": __version__,
+            "kind": kind,
+            "run_name": run_name,
+            "status": "running",
+            "config": config,
+            "command": sys.argv,
+            "cwd": os.getcwd(),
+            "git": git_state(),
+            "versions": package_versions(),
+            "host": {"hostname": socket.gethostname(), "platform": platform.platform(), "pid": os.getpid()},
+            "parent": parent,
+            "started": previous.get("started", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
+            "resumed": previous.get("resumed", []) + ([time.strftime("%Y-%m-%dT%H:%M:%S%z")] if resume else []),
+            "ended": None,
+            **(extra or {}),
+        }
+        record = cls(folder, manifest)
+        record.save()
+        return record
+
+    def save(self) -> None:
+        _atomic_write_json(self.folder / "manifest.json", self.manifest)
+
+    def update(self, **fields: Any) -> None:
+        self.manifest.update(fields)
+        self.save()
+
+    def log_metrics(self, metrics: dict[str, Any]) -> None:
+        self._metrics.write(json.dumps(metrics) + "\n")
+        self._metrics.flush()
+
+    def add_samples(self, step: int, samples: list[tuple[str, str]]) -> None:
+        with open(self.folder / "samples.md", "a", encoding="utf-8") as handle:
+            handle.write(f"## step {step}\n\n")
+            for prompt, text in samples:
+                handle.write(f"**{prompt or '(no prompt)'}**\n\n{text}\n\n")
+
+    def finish(self, status: str, **fields: Any) -> None:
+        self.manifest.update(status=status, ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **fields)
+        self.save()
+        self._metrics.close()

@@ -1,0 +1,38 @@
+"""AdamW (no decay on norms and biases) and learning-rate schedules named as in Hugging Face."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def build_optimizer(model: torch.nn.Module, *, learning_rate: float, weight_decay: float, betas: tuple[float, float],
+                    eps: float, device: torch.device) -> torch.optim.AdamW:
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        # Matrices (linear weights, embeddings) decay; vectors (norm gains, biases) do not.
+        (decay if param.dim() >= 2 else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # The fused kernel exists for CUDA and CPU and is the fastest where it runs.
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps, fused=device.type in ("cuda", "cpu"))
+
+
+def learning_rate_at(step: int, *, total_steps: int, warmup_steps: int, peak: float, kind: str,
+                     min_ratio: float) -> float:
+    """Learning rate for optimizer step `step` (0-based)."""
+    if kind == "constant":
+        return peak
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    if kind == "constant_with_warmup":
+        return peak
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    floor = peak * min_ratio
+    if kind == "linear":
+        return peak - (peak - floor) * progress
+    if kind == "cosine":
+        return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise ValueError(f"unknown schedule {kind}")
