@@ -25,6 +25,7 @@ from babyllama.evals.loss import evaluate
 from babyllama.infer.generate import generate
 from babyllama.model import Llama
 from babyllama.records.run import RunRecord, default_run_name
+from babyllama.records.trackers import open_trackers
 from babyllama.train import checkpoint as ckpt
 from babyllama.train.device import Precision, choose_precision, peak_flops, resolve_device, synchronize
 from babyllama.train.optim import build_optimizer, learning_rate_at
@@ -274,6 +275,7 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
                           else "cpu", "precision": precision.name, "threads": torch.get_num_threads()},
                "model_parameters": model.num_params()})
     run_dir = record.folder
+    trackers = open_trackers(cfg.report_to, run_dir, run_dir.name, config_record)
     if not (run_dir / "tokenizer").exists():
         shutil.copytree(data.folder / "tokenizer", run_dir / "tokenizer")
 
@@ -378,6 +380,7 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
                     if skipped:
                         metrics["skipped_steps"] = skipped
                     record.log_metrics(metrics)
+                    trackers.log(metrics, step)
                     write(f"step {step:>6}/{total_steps} | loss {metrics['loss']:.4f} | lr {lr:.2e} | "
                           f"grad norm {metrics['grad_norm']:.3f} | {metrics['tokens_per_second']:,.0f} tok/s"
                           + (f" | MFU {metrics['mfu']:.1%}" if peak else ""))
@@ -391,6 +394,7 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
                     eval_start = time.time()
                     metrics = run_eval()
                     record.log_metrics({"step": step, **metrics, "tokens_seen": tokens_seen})
+                    trackers.log(metrics, step)
                     write(f"step {step:>6} | eval loss {metrics['eval_loss']:.4f} | "
                           f"bits/byte {metrics['eval_bpb']:.4f} | perplexity {metrics['eval_perplexity']:.2f}")
                     if next_eval_time is not None:
@@ -412,6 +416,7 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
         if status == "completed":
             final_metrics = run_eval()
             record.log_metrics({"step": step, **final_metrics, "tokens_seen": tokens_seen})
+            trackers.log(final_metrics, step)
             save()
             from babyllama.modelio import save_model
 
@@ -426,6 +431,7 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
         raise
     finally:
         bar.close()
+        trackers.close(status)
         record.finish(status, error=error, final_metrics=final_metrics, best_metrics=best, step=step,
                       tokens_seen=tokens_seen, skipped_steps=skipped,
                       checkpoints=[str(p) for p in ckpt.list_checkpoints(run_dir)],
