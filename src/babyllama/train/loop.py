@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 import shutil
 import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +31,8 @@ from babyllama.model import Llama
 from babyllama.records.run import RunRecord, default_run_name
 from babyllama.records.trackers import open_trackers
 from babyllama.train import checkpoint as ckpt
+from babyllama.train import faults
+from babyllama.train.resources import preflight
 from babyllama.train.device import Precision, choose_precision, peak_flops, resolve_device, synchronize
 from babyllama.train.optim import build_optimizer, learning_rate_at
 from babyllama.train.recipes import recipe_for
@@ -35,7 +41,8 @@ SAMPLE_PROMPTS = ("Once upon a time", "")
 # Options that may change when a run is resumed; anything else would break "continue as if never stopped".
 RESUMABLE_OVERRIDES = {"max_steps", "max_time", "logging_steps", "eval_steps", "save_steps", "save_total_limit",
                        "report_to", "disable_tqdm", "device", "num_samples", "sample_max_new_tokens",
-                       "eval_max_tokens", "per_device_eval_batch_size", "resume_from_checkpoint", "data"}
+                       "eval_max_tokens", "per_device_eval_batch_size", "resume_from_checkpoint", "data",
+                       "max_consecutive_nonfinite", "stop_timeout"}
 
 
 # --------------------------------------------------------------------------- configuration
@@ -46,13 +53,14 @@ def _check_positive(cfg: TrainConfig) -> None:
         "per_device_train_batch_size": cfg.per_device_train_batch_size, "seq_len": cfg.seq_len,
         "gradient_accumulation_steps": cfg.gradient_accumulation_steps, "learning_rate": cfg.learning_rate,
         "logging_steps": cfg.logging_steps, "num_train_epochs": cfg.num_train_epochs,
+        "max_consecutive_nonfinite": cfg.max_consecutive_nonfinite, "stop_timeout": cfg.stop_timeout,
     }
     for optional in ("eval_steps", "save_steps", "max_time", "per_device_eval_batch_size", "eval_max_tokens"):
         if getattr(cfg, optional) is not None:
             rules[optional] = getattr(cfg, optional)
     for name, value in rules.items():
-        if value is None or value <= 0:
-            raise BabyLlamaError(f"--{name} must be positive, got {value}")
+        if value is None or not value > 0 or math.isinf(value):  # `not >` also catches NaN
+            raise BabyLlamaError(f"--{name} must be a positive finite number, got {value}")
     if cfg.warmup_steps < 0 or (cfg.warmup_ratio is not None and not 0 <= cfg.warmup_ratio < 1):
         raise BabyLlamaError("--warmup_steps must be >= 0 and --warmup_ratio in [0, 1)")
     if cfg.weight_decay < 0 or cfg.max_grad_norm < 0 or not 0 <= cfg.min_lr_ratio <= 1:
@@ -148,11 +156,18 @@ def plan_run(train_values: dict[str, Any], model_values: dict[str, Any]) -> Plan
 
 
 class StopRequest:
-    """SIGINT/SIGTERM ask the loop to finish its step and checkpoint; a second Ctrl-C stops at once."""
+    """SIGINT/SIGTERM ask the loop to finish its step and checkpoint; a second Ctrl-C stops at once.
 
-    def __init__(self):
+    Exit statuses: 130 after SIGINT, 143 after SIGTERM (128 + signal number, as shells report them). If the step
+    and checkpoint take longer than `timeout` seconds, the process exits at once with the same status: the
+    previous checkpoint is complete (saves are atomic), so a scheduler's grace period is never overrun.
+    """
+
+    def __init__(self, timeout: Optional[float] = None, on_timeout: Optional[Callable[[str], None]] = None):
         self.requested: Optional[str] = None
         self._previous: dict = {}
+        self.timeout, self.on_timeout = timeout, on_timeout
+        self._timer: Optional[threading.Timer] = None
 
     def __enter__(self):
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -166,8 +181,24 @@ class StopRequest:
         if self.requested is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = signal.Signals(signum).name
+        if self.timeout and self._timer is None:
+            self._timer = threading.Timer(self.timeout, self._force_exit)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _force_exit(self):
+        message = (f"{self.requested}: the step and checkpoint did not finish within --stop_timeout "
+                   f"{self.timeout:g}s; exiting now (the previous checkpoint is complete)")
+        try:
+            print(message, file=sys.stderr, flush=True)
+            if self.on_timeout:
+                self.on_timeout(message)
+        finally:
+            os._exit(130 if self.requested == "SIGINT" else 143)
 
     def __exit__(self, *exc):
+        if self._timer is not None:
+            self._timer.cancel()
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
@@ -228,7 +259,7 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
     optimizer = build_optimizer(model, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                 betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon, device=device)
     scaler = torch.amp.GradScaler(device.type) if precision.dtype == torch.float16 else None
-    step, tokens_seen, spent, skipped = 0, 0, 0.0, 0
+    step, tokens_seen, spent, skipped, in_a_row = 0, 0, 0.0, 0, 0
     best: dict[str, Any] = {}
     if plan.resume_from:
         from babyllama.modelio import load_model
@@ -262,6 +293,10 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
     eval_every = cfg.eval_steps or (None if budget else max(1, total_steps // 10))
     save_every = cfg.save_steps or eval_every
 
+    # Before anything is written: fail now, not at the first save hours later.
+    planned_saves = max(1, total_steps // save_every + 1) if save_every else 1
+    preflight(plan.run_dir, model.num_params(), cfg.save_total_limit, planned_saves,
+              existing=len(ckpt.list_checkpoints(plan.run_dir)) if plan.resume_from else 0)
     config_record = {"train": to_dict(cfg), "model": to_dict(plan.model)}
     record = RunRecord.start(
         cfg.output_dir if not plan.resume_from else str(plan.run_dir.parent),
@@ -323,9 +358,10 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
     next_eval_time = (cfg.max_time / 10) if budget and not eval_every else None
     model.train()
     try:
-        with StopRequest() as stop:
+        with StopRequest(cfg.stop_timeout, lambda why: record.update(status="interrupted", error=why)) as stop:
             while step < total_steps:
                 step_start = time.time()
+                faults.point("train.step")
                 lr = learning_rate_at(step, total_steps=total_steps, peak=cfg.learning_rate, kind=cfg.lr_scheduler_type,
                                       warmup_steps=cfg.warmup_steps or int(cfg.warmup_ratio * total_steps),
                                       min_ratio=cfg.min_lr_ratio)
@@ -345,9 +381,17 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or float("inf"))
                 if not bool(torch.isfinite(step_loss) & torch.isfinite(grad_norm)):
                     skipped += 1
+                    in_a_row += 1
                     optimizer.zero_grad(set_to_none=True)
                     write(f"step {step}: non-finite loss or gradient; update skipped ({skipped} so far)")
+                    if in_a_row >= cfg.max_consecutive_nonfinite:
+                        raise BabyLlamaError(
+                            f"stopping at step {step}: {in_a_row} steps in a row had a NaN/Inf loss or gradient "
+                            f"(--max_consecutive_nonfinite {cfg.max_consecutive_nonfinite}); their updates were "
+                            f"skipped, so the weights and the last checkpoint are finite. Lower --learning_rate or "
+                            f"check the data, then resume with --resume_from_checkpoint {run_dir}")
                 else:
+                    in_a_row = 0
                     if scaler:
                         scaler.step(optimizer)
                         scaler.update()
