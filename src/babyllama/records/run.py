@@ -3,6 +3,9 @@
     runs/<run_name>/manifest.json   what ran, on what, from what, how it ended
     runs/<run_name>/metrics.jsonl   one JSON object per logged or evaluated step
     runs/<run_name>/samples.md      generations at each evaluation
+    runs/<run_name>/arguments.txt   the resolved arguments, as printed at the start
+
+Everything written here passes through records.redact: no secret is ever saved in clear.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import Any, Optional
 
 from babyllama import __version__
 from babyllama.errors import BabyLlamaError
+from babyllama.records.arguments import format_arguments
+from babyllama.records.redact import redact, redact_argv, redact_text
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 PACKAGES = ("torch", "numpy", "tokenizers", "transformers", "trl", "peft", "accelerate", "safetensors", "datasets")
@@ -59,6 +64,38 @@ def git_state(cwd: Optional[Path] = None) -> Optional[dict]:
         return None
 
 
+def process_start_time(pid: int) -> Optional[str]:
+    """When a process started (Linux clock ticks since boot), so a reused pid is not taken for the run."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the command name in (...) may contain spaces
+
+
+def process_alive(host: Optional[dict]) -> Optional[bool]:
+    """Is the process recorded in manifest['host'] still running? None when it ran on another machine."""
+    if not host or host.get("hostname") != socket.gethostname() or not host.get("pid"):
+        return None
+    pid = int(host["pid"])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        pass
+    recorded = host.get("pid_start")
+    return recorded is None or process_start_time(pid) in (None, recorded)
+
+
+def effective_status(manifest: dict) -> str:
+    """The manifest's status, except that a 'running' run whose process is gone is 'interrupted'."""
+    status = manifest.get("status", "unknown")
+    if status == "running" and process_alive(manifest.get("host")) is False:
+        return "interrupted"
+    return status
+
+
 def _atomic_write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str))
@@ -68,10 +105,14 @@ def _atomic_write_json(path: Path, data: dict) -> None:
 class RunRecord:
     """Writes one run's manifest, metrics and samples. Only the main process of a run creates one."""
 
+    # Records of runs in progress in this process, by resolved folder: trackers add their locations through it.
+    open_records: dict[str, "RunRecord"] = {}
+
     def __init__(self, folder: Path, manifest: dict):
         self.folder = folder
         self.manifest = manifest
         self._metrics = open(folder / "metrics.jsonl", "a", encoding="utf-8")
+        RunRecord.open_records[str(Path(folder).resolve())] = self
 
     @classmethod
     def start(cls, output_dir: str, run_name: str, kind: str, config: dict, *, overwrite: bool = False,
@@ -98,23 +139,31 @@ class RunRecord:
             "run_name": run_name,
             "status": "running",
             "config": config,
-            "command": sys.argv,
+            "command": redact_argv(sys.argv),
             "cwd": os.getcwd(),
             "git": git_state(),
             "versions": package_versions(),
-            "host": {"hostname": socket.gethostname(), "platform": platform.platform(), "pid": os.getpid()},
+            "host": {"hostname": socket.gethostname(), "platform": platform.platform(), "pid": os.getpid(),
+                     "pid_start": process_start_time(os.getpid())},
             "parent": parent,
             "started": previous.get("started", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
             "resumed": previous.get("resumed", []) + ([time.strftime("%Y-%m-%dT%H:%M:%S%z")] if resume else []),
             "ended": None,
             **(extra or {}),
         }
+        if "trackers" in previous:  # a resumed run continues in the same tracker runs
+            manifest.setdefault("trackers", previous["trackers"])
         record = cls(folder, manifest)
         record.save()
+        (folder / "arguments.txt").write_text(record.arguments_text(), encoding="utf-8")
         return record
 
+    def arguments_text(self) -> str:
+        """The resolved config in the style of a `TrainingArguments(...)` dump, secrets replaced."""
+        return format_arguments(self.manifest.get("kind", "run"), self.manifest.get("config") or {})
+
     def save(self) -> None:
-        _atomic_write_json(self.folder / "manifest.json", self.manifest)
+        _atomic_write_json(self.folder / "manifest.json", redact(self.manifest))
 
     def update(self, **fields: Any) -> None:
         self.manifest.update(fields)
@@ -128,9 +177,10 @@ class RunRecord:
         with open(self.folder / "samples.md", "a", encoding="utf-8") as handle:
             handle.write(f"## step {step}\n\n")
             for prompt, text in samples:
-                handle.write(f"**{prompt or '(no prompt)'}**\n\n{text}\n\n")
+                handle.write(redact_text(f"**{prompt or '(no prompt)'}**\n\n{text}\n\n"))
 
     def finish(self, status: str, **fields: Any) -> None:
         self.manifest.update(status=status, ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **fields)
         self.save()
         self._metrics.close()
+        RunRecord.open_records.pop(str(Path(self.folder).resolve()), None)

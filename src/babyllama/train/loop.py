@@ -310,6 +310,7 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
                           else "cpu", "precision": precision.name, "threads": torch.get_num_threads()},
                "model_parameters": model.num_params()})
     run_dir = record.folder
+    log(record.arguments_text().rstrip())  # the resolved arguments, secrets replaced (also in arguments.txt)
     trackers = open_trackers(cfg.report_to, run_dir, run_dir.name, config_record)
     if not (run_dir / "tokenizer").exists():
         shutil.copytree(data.folder / "tokenizer", run_dir / "tokenizer")
