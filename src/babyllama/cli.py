@@ -16,6 +16,7 @@ COMMANDS = {
     "pretrain": "pretrain",
     "sample": "sample",
     "export": "export",
+    "runs": "runs",
 }
 
 
