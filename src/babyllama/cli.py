@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> None:
     except BabyLlamaError as err:
         print(f"babyllama {args.command}: error: {err}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, without a traceback
+        print(f"babyllama {args.command}: stopped at once by a second Ctrl-C; the last complete checkpoint is "
+              f"kept (resume with --resume_from_checkpoint)", file=sys.stderr)
+        sys.exit(130)
     sys.exit(status or 0)
 
 
