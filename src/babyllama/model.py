@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from babyllama.config import ModelConfig
+from babyllama.ops.linear_cross_entropy import linear_cross_entropy
 
 
 class RMSNorm(nn.Module):
@@ -137,6 +138,9 @@ class Body(nn.Module):
 
 
 class Llama(nn.Module):
+    # How forward(targets=...) computes the loss: auto, standard, chunked or liger (see babyllama.ops).
+    loss_impl: str = "auto"
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         config.validate()
@@ -197,8 +201,8 @@ class Llama(nn.Module):
         hidden = self.hidden_states(input_ids, **decode)
         if targets is None:
             return self.lm_head(hidden)
-        logits = self.lm_head(hidden)
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100)
+        # The classifier and the loss together, by default without materialising fp32 logits (babyllama.ops).
+        return linear_cross_entropy(hidden, self.lm_head.weight, targets, impl=self.loss_impl)
 
     def flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs per token: 6N for the weights plus 12*L*H*Q*T for attention (PaLM appendix B)."""

@@ -1,0 +1,149 @@
+"""The output projection and cross-entropy in one step, without the full-batch fp32 logits.
+
+The plain path computes logits = hidden @ W^T for every token (batch * seq * vocab values), casts them to fp32
+and keeps them for the backward pass: at 15m/vocab 32000/batch 128 that is 4 GiB of fp32 logits plus their
+gradient. `chunked_linear_cross_entropy` walks the rows in chunks; for each chunk it computes the logits, the
+loss and, right away, the gradients with respect to the hidden states and the weight, then drops the logits.
+Peak extra memory is one chunk of logits; the backward pass only scales the stored gradients.
+
+`linear_cross_entropy(..., impl=)` picks an implementation: "standard" (plain PyTorch, the reference),
+"chunked" (above, any device) or "liger" (Liger Kernel's Triton kernel, CUDA only; falls back to chunked when
+the package or a GPU is missing). "auto" chooses per device; the choices are backed by bench/results/.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from babyllama.errors import BabyLlamaError, did_you_mean
+
+LOSS_IMPLS = ("auto", "standard", "chunked", "liger")
+IGNORE_INDEX = -100
+
+
+def default_chunk_rows(vocab_size: int, device_type: str) -> int:
+    """Rows per chunk: about 8M logits on GPU (large matmuls stay efficient), 1M on CPU (stays in cache-ish sizes)."""
+    budget = (1 << 23) if device_type == "cuda" else (1 << 20)
+    rows = max(256, budget // max(1, vocab_size))
+    return 1 << (rows.bit_length() - 1)  # a power of two
+
+
+class _ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of (hidden @ weight^T) against targets; gradients computed in forward, chunk by chunk."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk_rows: int, need_grad: bool):
+        rows = hidden.shape[0]
+        valid = targets != IGNORE_INDEX
+        safe_targets = targets.masked_fill(~valid, 0)  # any in-range id; these rows are zeroed below
+        loss_sum = torch.zeros((), device=hidden.device, dtype=torch.float32)
+        grad_hidden = torch.empty_like(hidden) if need_grad else None
+        # Accumulate the weight gradient in fp32 across chunks, whatever the compute dtype.
+        grad_weight = torch.zeros(weight.shape, device=weight.device, dtype=torch.float32) if need_grad else None
+        for start in range(0, rows, chunk_rows):
+            end = min(start + chunk_rows, rows)
+            h = hidden[start:end]
+            logits = (h @ weight.t()).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            target = safe_targets[start:end]
+            picked = logits.gather(1, target[:, None]).squeeze(1)
+            keep = valid[start:end]
+            loss_sum = loss_sum + ((lse - picked) * keep).sum()
+            if need_grad:
+                # d(loss_i)/d(logits_i) = softmax(logits_i) - onehot(target_i), zero for ignored rows.
+                grad_logits = (logits - lse[:, None]).exp_()
+                grad_logits.scatter_add_(1, target[:, None], torch.full_like(picked[:, None], -1.0))
+                grad_logits.mul_(keep[:, None])
+                grad_logits = grad_logits.to(hidden.dtype)
+                grad_hidden[start:end] = grad_logits @ weight
+                grad_weight += (grad_logits.t() @ h).float()
+        scale = 1.0 / valid.sum().clamp(min=1).float()
+        if need_grad:
+            ctx.save_for_backward(grad_hidden, grad_weight, scale)
+        ctx.weight_dtype = weight.dtype
+        return loss_sum * scale
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_hidden, grad_weight, scale = ctx.saved_tensors
+        factor = grad_output * scale
+        return ((grad_hidden * factor.to(grad_hidden.dtype)), (grad_weight * factor).to(ctx.weight_dtype),
+                None, None, None)
+
+
+def _compute_dtype(device_type: str, dtype: torch.dtype) -> torch.dtype:
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return dtype
+
+
+def chunked_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                                 chunk_rows: Optional[int] = None) -> torch.Tensor:
+    """Mean cross-entropy over targets != -100 of hidden (..., dim) @ weight (vocab, dim)^T, in chunks of rows.
+
+    Under autocast the matmuls run in the autocast dtype (as nn.Linear would) and the softmax in fp32.
+    """
+    device_type = hidden.device.type
+    dtype = _compute_dtype(device_type, hidden.dtype)
+    hidden = hidden.reshape(-1, hidden.shape[-1]).to(dtype)
+    weight_c = weight.to(dtype)  # a differentiable cast: the fp32 master weight still gets its gradient
+    targets = targets.reshape(-1)
+    if targets.shape[0] != hidden.shape[0]:
+        raise BabyLlamaError(f"{targets.shape[0]} targets for {hidden.shape[0]} hidden states")
+    rows = chunk_rows or default_chunk_rows(weight.shape[0], device_type)
+    need_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight_c.requires_grad)
+    with torch.autocast(device_type, enabled=False):
+        return _ChunkedLinearCrossEntropy.apply(hidden, weight_c, targets, rows, need_grad)
+
+
+def standard_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The reference: full logits, cast to fp32, then PyTorch's cross-entropy."""
+    logits = F.linear(hidden, weight)
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=IGNORE_INDEX)
+
+
+@functools.lru_cache(maxsize=1)
+def _liger_loss():
+    """Liger Kernel's fused linear cross-entropy module, or None when the package is not installed."""
+    try:
+        from liger_kernel.transformers.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyLoss
+    except ImportError:
+        return None
+    return LigerFusedLinearCrossEntropyLoss(ignore_index=IGNORE_INDEX)
+
+
+def liger_available() -> bool:
+    return torch.cuda.is_available() and _liger_loss() is not None
+
+
+def resolve_loss_impl(impl: str, device_type: str) -> str:
+    """The implementation that will actually run for `impl` on this device (with the fallbacks applied)."""
+    if impl not in LOSS_IMPLS:
+        raise BabyLlamaError(f"unknown loss implementation '{impl}'{did_you_mean(impl, LOSS_IMPLS)}; "
+                             f"choose one of {', '.join(LOSS_IMPLS)}")
+    if impl == "auto":
+        # Measured (bench/results/): see the README's speed table for the numbers behind this choice.
+        return "chunked"
+    if impl == "liger" and not (device_type == "cuda" and liger_available()):
+        warnings.warn("Liger Kernel needs a CUDA GPU and the liger-kernel package; using the chunked loss instead",
+                      stacklevel=3)
+        return "chunked"
+    return impl
+
+
+def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                         impl: str = "auto") -> torch.Tensor:
+    """Mean cross-entropy of the logits hidden @ weight^T against targets (-100 ignored), by `impl`."""
+    impl = resolve_loss_impl(impl, hidden.device.type)
+    if impl == "standard":
+        return standard_linear_cross_entropy(hidden, weight, targets)
+    if impl == "liger":
+        dtype = _compute_dtype("cuda", hidden.dtype)
+        out = _liger_loss()(weight.to(dtype), hidden.reshape(-1, hidden.shape[-1]).to(dtype), targets.reshape(-1))
+        return (out[0] if isinstance(out, tuple) else out).float()
+    return chunked_linear_cross_entropy(hidden, weight, targets)
