@@ -32,17 +32,20 @@ class WindowSampler:
 
     def starts(self, first_sample: int, count: int) -> np.ndarray:
         """Token offsets where global samples first_sample .. first_sample + count - 1 begin."""
+        epochs, indices = np.divmod(np.arange(first_sample, first_sample + count, dtype=np.int64),
+                                    self.windows_per_epoch)
         out = np.empty(count, dtype=np.int64)
-        for i, g in enumerate(range(first_sample, first_sample + count)):
-            epoch, index = divmod(g, self.windows_per_epoch)
-            shift, order = self._epoch_plan(epoch)
-            out[i] = shift + order[index] * self.seq_len
+        for epoch in np.unique(epochs):  # vectorised per epoch (a batch spans at most a few)
+            shift, order = self._epoch_plan(int(epoch))
+            here = epochs == epoch
+            out[here] = shift + order[indices[here]] * self.seq_len
         return out
 
     def batch(self, first_sample: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, targets), each (count, seq_len) int64, for consecutive global samples."""
         starts = self.starts(first_sample, count)
-        rows = np.stack([self.tokens[s:s + self.seq_len + 1] for s in starts]).astype(np.int64)
+        # One fancy-indexing gather: ~8x faster than stacking per-row memmap slices (bench/dataloader.py).
+        rows = np.asarray(self.tokens[starts[:, None] + np.arange(self.seq_len + 1)]).astype(np.int64)
         rows = torch.from_numpy(rows)
         return rows[:, :-1], rows[:, 1:]
 
