@@ -17,6 +17,11 @@ COMMANDS = {
     "sample": "sample",
     "export": "export",
     "runs": "runs",
+    "sft": "sft",
+    "dpo": "dpo",
+    "chat": "chat",
+    "prepare-sft": "prepare_sft",
+    "eval": "eval",
 }
 
 
@@ -39,7 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Commands that set `_raw_args` (sft, dpo) parse their flags with Hugging Face's own parser in run(),
+    # so they receive the words argparse did not know; every other command rejects them as before.
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "_raw_args", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args._argv = unknown
     try:
         status = args._run(args)
     except BabyLlamaError as err:

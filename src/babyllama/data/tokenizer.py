@@ -114,6 +114,10 @@ class BabyTokenizer:
             tokenizer_object=self.tokenizer, bos_token=BOS, eos_token=EOS, unk_token=UNK, pad_token=PAD,
             additional_special_tokens=[t for t in CHAT_TOKENS if self.token_id(t) is not None],
             clean_up_tokenization_spaces=False, model_max_length=1 << 30)
+        if all(self.token_id(t) is not None for t in CHAT_TOKENS):
+            from babyllama.data.chat_template import CHAT_TEMPLATE
+
+            fast.chat_template = CHAT_TEMPLATE  # chat fine-tuning needs no resize: the role tokens exist already
         fast.save_pretrained(str(folder))
         self.path = folder
         return folder

@@ -1,0 +1,191 @@
+"""Fine-tuning arguments: babyllama's few, plus every `TrainingArguments` / `SFTConfig` / `DPOConfig` field.
+
+The library fields are parsed by TRL's own `TrlParser` (an `HfArgumentParser`), so each flag a user knows from
+Hugging Face works unchanged, from the command line or from a YAML file (`--config`); the command line wins.
+
+Defaults we change on purpose, for models of a few million parameters (a user value always wins):
+  bf16                    auto: on only where the device computes bf16 natively (TRL: on everywhere, which fails
+                          or crawls on most CPUs)
+  gradient_checkpointing  off: a baby model's activations fit easily; recomputing them costs ~20% time (TRL: on)
+  learning_rate           2e-4 for SFT, 1e-5 for DPO: a tiny model barely moves at TRL's 2e-5 / 1e-6
+  output_dir              runs: the folder that holds run folders, as for pretraining
+  save_strategy           no: the run's model/ is written at the end; ask for checkpoints with --save_strategy steps
+  report_to               none: trackers only when asked
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from babyllama.errors import BabyLlamaError, did_you_mean
+
+
+@dataclass
+class TuneArguments:
+    """What babyllama adds to the library's configuration: the model, the data, LoRA."""
+
+    model: Optional[str] = field(default=None, metadata={
+        "help": "the model to fine-tune: a babyllama run folder (its model/), a checkpoint or a Hugging Face folder"})
+    data: Optional[str] = field(default=None, metadata={
+        "help": "training data: a .jsonl/.json/.parquet/.txt file, a folder or glob of them, or a Hub dataset name"})
+    data_split: str = field(default="train", metadata={"help": "split of a Hub dataset to use"})
+    eval_size: float = field(default=0.05, metadata={
+        "help": "examples held out for evaluation: a fraction (< 1) or a count (>= 1); 0 holds none out"})
+    max_examples: Optional[int] = field(default=None, metadata={"help": "use at most this many examples"})
+    system_prompt: Optional[str] = field(default=None, metadata={
+        "help": "a system message put before every conversation that has none"})
+    lora: bool = field(default=False, metadata={"help": "train LoRA adapters (PEFT) instead of all weights"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (scale = alpha / r)"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA branch"})
+    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"], metadata={
+        "help": "modules that get adapters, e.g. q_proj v_proj; 'all-linear' means every linear layer but lm_head"})
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "replace an existing run folder of the same name"})
+
+
+OUR_DEFAULTS = {
+    "sft": dict(gradient_checkpointing=False, learning_rate=2e-4, output_dir="runs", save_strategy="no",
+                report_to="none"),
+    "dpo": dict(gradient_checkpointing=False, learning_rate=1e-5, output_dir="runs", save_strategy="no",
+                report_to="none"),
+}
+
+
+def config_class(kind: str):
+    from trl import DPOConfig, SFTConfig
+
+    return {"sft": SFTConfig, "dpo": DPOConfig}[kind]
+
+
+def make_parser(kind: str):
+    from trl import TrlParser
+
+    parser = TrlParser((TuneArguments, config_class(kind)), prog=f"babyllama {kind}")
+    parser.set_defaults_with_config(**OUR_DEFAULTS[kind], bf16=device_has_bf16())
+    return parser
+
+
+def device_has_bf16() -> bool:
+    import torch
+
+    from babyllama.train.device import cpu_has_native_bf16
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return cpu_has_native_bf16()
+
+
+def _split_config_flag(argv: list[str]) -> tuple[list[str], Optional[str]]:
+    argv = list(argv)
+    for i, word in enumerate(argv):
+        if word == "--config" or word.startswith("--config="):
+            if "=" in word:
+                path = word.split("=", 1)[1]
+                del argv[i]
+            else:
+                if i + 1 >= len(argv):
+                    raise BabyLlamaError("--config needs a file name")
+                path = argv[i + 1]
+                del argv[i:i + 2]
+            return argv, path
+    return argv, None
+
+
+def read_yaml_config(path: str, allowed: set[str]) -> dict[str, Any]:
+    from babyllama.config import load_config_file
+
+    values = load_config_file(path)
+    values.pop("env", None)  # TrlParser's convention: environment variables, applied separately
+    from babyllama.records.redact import is_secret_key
+
+    # A manifest read back holds placeholders (<HUB_TOKEN>) where secrets were: those are not values.
+    values = {k: v for k, v in values.items()
+              if not (is_secret_key(k) and isinstance(v, str) and v.startswith("<") and v.endswith(">"))}
+    for key in values:
+        if key not in allowed:
+            raise BabyLlamaError(f"unknown option '{key}' in config file {path}{did_you_mean(key, allowed)}")
+    return values
+
+
+def parse_tune_args(kind: str, argv: list[str]):
+    """(TuneArguments, SFTConfig or DPOConfig) from a YAML file (--config) overridden by the command line."""
+    import os
+
+    parser = make_parser(kind)
+    argv, config_path = _split_config_flag(argv)
+    if config_path:
+        allowed = {a.dest for a in parser._actions if a.dest != "help"}
+        values = read_yaml_config(config_path, allowed)
+        from babyllama.config import load_config_file
+
+        for key, value in (load_config_file(config_path).get("env") or {}).items():
+            os.environ[key] = str(value)
+        # TrlParser's own mechanism: file values become defaults, so typed flags override them.
+        parser.set_defaults_with_config(**values)
+    namespace = parser.parse_args(argv)  # argparse errors (unknown flag, bad type) exit with usage, as usual
+    check_values(namespace)
+    tune_cls, config_cls = TuneArguments, config_class(kind)
+    try:
+        tune, config = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as err:  # the libraries' own validation (__post_init__)
+        raise BabyLlamaError(f"invalid {config_cls.__name__}: {err}") from None
+    assert isinstance(tune, tune_cls)
+    check_tune(tune)
+    return tune, config
+
+
+def check_values(values) -> None:
+    """Values that parse but cannot run on this machine: say which field, and what to use instead."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    optim = str(getattr(values, "optim", "") or "")
+    if ("paged" in optim or "8bit" in optim or "bnb" in optim) and not cuda:
+        raise BabyLlamaError(f"optim={optim} uses bitsandbytes' paged/8-bit optimizer, which needs a CUDA GPU; "
+                             f"on this machine use --optim adamw_torch (or adamw_torch_fused)")
+    if getattr(values, "bf16", False) and not cuda and not getattr(values, "use_cpu", False) \
+            and not device_has_bf16():
+        raise BabyLlamaError("bf16=true, but this CPU has no native bf16 (no AVX512-BF16/AMX): use --bf16 false "
+                             "(fp32), or --use_cpu true to emulate bf16 slowly")
+    if getattr(values, "fp16", False) and not cuda:
+        raise BabyLlamaError("fp16=true needs a CUDA GPU (loss scaling); on CPU use --fp16 false (fp32)")
+    if getattr(values, "bf16", False) and getattr(values, "fp16", False):
+        raise BabyLlamaError("bf16 and fp16 are both on; pick one")
+
+
+def check_tune(tune: TuneArguments) -> None:
+    if not tune.model:
+        raise BabyLlamaError("--model is required: a run folder, checkpoint or Hugging Face model folder")
+    if not tune.data:
+        raise BabyLlamaError("--data is required: a JSONL/JSON/Parquet/text file or a Hub dataset name")
+    if tune.eval_size < 0:
+        raise BabyLlamaError(f"--eval_size must be >= 0, got {tune.eval_size}")
+    if tune.lora and (tune.lora_r <= 0 or tune.lora_alpha <= 0 or not 0 <= tune.lora_dropout < 1):
+        raise BabyLlamaError("--lora_r and --lora_alpha must be positive and --lora_dropout in [0, 1)")
+    if tune.max_examples is not None and tune.max_examples <= 0:
+        raise BabyLlamaError("--max_examples must be positive")
+
+
+def resolved_dict(config) -> dict[str, Any]:
+    """The fully resolved arguments as JSON-safe values (enums by value), secrets replaced by placeholders."""
+    import json
+
+    from babyllama.records.redact import redact
+
+    raw = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init}
+    return redact(json.loads(json.dumps(raw, default=lambda v: getattr(v, "value", str(v)))))
+
+
+def help_text(kind: str) -> str:
+    return make_parser(kind).format_help()
+
+
+def add_help_flag(parser: argparse.ArgumentParser, kind: str) -> None:
+    """`--help` prints the full help (babyllama's options and every library field), built only when asked:
+    importing TRL takes seconds, which other commands should not pay."""
+    parser.print_help = lambda file=None: print(help_text(kind), file=file)
+    parser.set_defaults(_raw_args=True)

@@ -1,0 +1,41 @@
+"""Fine-tuning runs keep the same run folder as pretraining: manifest.json, metrics.jsonl, model/.
+
+The Trainer's logs reach metrics.jsonl through a `TrainerCallback`. The fully resolved arguments go into the
+manifest (flat under `train`, so `--config runs/X/manifest.json` reproduces a run) and into arguments.txt in the
+records' `TrainingArguments(...)` style; babyllama.records.redact replaces every token and secret.
+"""
+
+from __future__ import annotations
+
+import time
+
+from babyllama.tune.args import resolved_dict
+
+
+def start_record(kind: str, tune, config, parent: dict, extra: dict):
+    from babyllama.records.run import RunRecord, default_run_name
+
+    run_name = config.run_name or default_run_name()
+    values = {**resolved_dict(tune), **resolved_dict(config), "run_name": run_name}
+    record = RunRecord.start(config.output_dir, run_name, kind, {"train": values},
+                             overwrite=tune.overwrite_output_dir, parent=parent.get("path") or parent.get("model"),
+                             extra={"parent_run": parent, **extra})
+    return record, run_name
+
+
+def metrics_callback(record):
+    """A TrainerCallback that appends every log (train and eval) to the run's metrics.jsonl."""
+    from transformers import TrainerCallback
+
+    class RunRecordCallback(TrainerCallback):
+        def __init__(self):
+            self.started = time.time()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            entry = {"step": state.global_step, "epoch": state.epoch, "time": round(time.time() - self.started, 3)}
+            entry.update({k: v for k, v in logs.items() if isinstance(v, (int, float, str, bool)) or v is None})
+            record.log_metrics(entry)
+
+    return RunRecordCallback()
