@@ -128,6 +128,8 @@ class TrainConfig:
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
     bf16: Optional[bool] = opt(None, "bf16 autocast (default: on where the device computes bf16 natively)")
     fp16: bool = opt(False, "fp16 autocast with loss scaling (CUDA)")
+    fsdp: bool = opt(False, "under torchrun: shard weights, gradients and optimizer state across processes "
+                            "(FSDP2, torch fully_shard) instead of replicating them (DDP)")
     torch_compile: Optional[bool] = opt(None, "compile the model with torch.compile (default: recipe)")
     logging_steps: int = opt(10, "log every N optimizer steps")
     eval_steps: Optional[int] = opt(None, "evaluate every N steps (default: about 10 evaluations per run)")

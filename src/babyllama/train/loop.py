@@ -32,6 +32,7 @@ from babyllama.records.run import RunRecord, default_run_name
 from babyllama.records.trackers import open_trackers
 from babyllama.train import checkpoint as ckpt
 from babyllama.train import faults
+from babyllama.train.distributed import Distributed, Silent, env_world_size, fit_global_batch, local_scalar
 from babyllama.train.resources import preflight
 from babyllama.train.device import Precision, choose_precision, peak_flops, resolve_device, synchronize
 from babyllama.train.optim import build_optimizer, learning_rate_at
@@ -42,7 +43,7 @@ SAMPLE_PROMPTS = ("Once upon a time", "")
 RESUMABLE_OVERRIDES = {"max_steps", "max_time", "logging_steps", "eval_steps", "save_steps", "save_total_limit",
                        "report_to", "disable_tqdm", "device", "num_samples", "sample_max_new_tokens",
                        "eval_max_tokens", "per_device_eval_batch_size", "resume_from_checkpoint", "data",
-                       "max_consecutive_nonfinite", "stop_timeout"}
+                       "max_consecutive_nonfinite", "stop_timeout", "fsdp"}
 
 
 # --------------------------------------------------------------------------- configuration
@@ -88,6 +89,7 @@ class Plan:
     run_dir: Path
     resume_from: Optional[Path] = None
     state: dict = field(default_factory=dict)  # trainer state of the checkpoint we resume from
+    notes: list = field(default_factory=list)  # what a resume changed (e.g. the number of processes), said at start
 
 
 def _model_config(cfg: TrainConfig, model_values: dict, vocab_size: int) -> ModelConfig:
@@ -112,7 +114,12 @@ def plan_run(train_values: dict[str, Any], model_values: dict[str, Any]) -> Plan
             if saved_model.get(key) != value:
                 raise BabyLlamaError(f"cannot resume with a changed model shape: {key} was {saved_model.get(key)}, "
                                      f"now {value}. Start a new run (or --init_from {checkpoint}) instead")
-        changed = {k for k, v in train_values.items() if saved_train.get(k) != v} - RESUMABLE_OVERRIDES
+        # Another number of processes is fine while the global batch stays (accumulation adapts; distributed.py).
+        batch_values, batch_note = fit_global_batch(saved_train, train_values, state.get("world_size", 1),
+                                                    env_world_size())
+        train_values = {**train_values, **batch_values}
+        changed = {k for k, v in train_values.items() if saved_train.get(k) != v} - RESUMABLE_OVERRIDES \
+            - set(batch_values)
         if changed:
             raise BabyLlamaError(f"cannot change {', '.join(sorted(changed))} when resuming: the run would not "
                                  f"continue as if it had not stopped. Start a new run with --init_from {checkpoint}")
@@ -120,7 +127,7 @@ def plan_run(train_values: dict[str, Any], model_values: dict[str, Any]) -> Plan
         model = ModelConfig(**saved_model)
         device = resolve_device(cfg.device)
         return Plan(cfg, model, device, choose_precision(device, cfg.bf16, cfg.fp16),
-                    checkpoint.parent.parent, checkpoint, state)
+                    checkpoint.parent.parent, checkpoint, state, [batch_note] if batch_note else [])
 
     cfg = TrainConfig(**train_values)
     if not cfg.data:
@@ -241,6 +248,17 @@ class TimeBudget:
 def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Callable[[str], None] = print) -> Path:
     plan = plan_run(train_values, model_values)
     cfg, device, precision = plan.train, plan.device, plan.precision
+    # Under torchrun: join the process group (gloo on CPU, NCCL on GPU) and take this rank's GPU.
+    dist, device = Distributed.start(device)
+    plan.device = precision.device = device
+    if dist.active:
+        cfg.run_name = dist.broadcast(cfg.run_name)  # the default name is a timestamp: take rank 0's
+        if not plan.resume_from:
+            plan.run_dir = Path(cfg.output_dir) / cfg.run_name
+        if not dist.is_main:  # rank 0 alone speaks and writes
+            log, cfg.disable_tqdm = (lambda _: None), True
+    for note in plan.notes:
+        log(note)
     data = PretokenizedData(cfg.data)
     tokenizer = data.tokenizer
     if tokenizer.vocab_size > plan.model.vocab_size:
@@ -256,6 +274,15 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
 
         source = load_model(cfg.init_from, need_tokenizer=False)[0]
         model.load_state_dict(source.state_dict())
+    if plan.resume_from:  # whole weights go in before FSDP shards them
+        from babyllama.modelio import load_model
+
+        model.load_state_dict(load_model(plan.resume_from, need_tokenizer=False)[0].state_dict())
+    if cfg.fsdp and not dist.active:
+        log("--fsdp true: a single process has nothing to shard; training unsharded")
+    trained = dist.wrap(model, device, cfg.fsdp)  # DDP around the model, or the model sharded in place (FSDP)
+    if dist.active:
+        torch.manual_seed(cfg.seed + dist.rank)  # same weights on every rank (above), own dropout stream per rank
     optimizer = build_optimizer(model, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                 betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon, device=device)
     scaler = torch.amp.GradScaler(device.type) if precision.dtype == torch.float16 else None
@@ -264,19 +291,20 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
     if plan.resume_from:
         from babyllama.modelio import load_model
 
-        resumed = load_model(plan.resume_from, need_tokenizer=False)[0]
-        model.load_state_dict(resumed.state_dict())
         _, optimizer_state, rng = ckpt.load_training_state(plan.resume_from)
-        optimizer.load_state_dict(optimizer_state)
+        dist.load_optimizer(optimizer, optimizer_state)
+        rng, rng_note = dist.own_rng(rng)
         _restore_rng(rng, device)
+        if rng_note:
+            log(rng_note)
         step, tokens_seen = plan.state["step"], plan.state["tokens_seen"]
         spent, skipped, best = plan.state.get("elapsed_seconds", 0.0), plan.state.get("skipped_steps", 0), \
             plan.state.get("best", {})
         log(f"resuming {plan.run_dir} from {plan.resume_from.name} (step {step}, {tokens_seen:,} tokens)")
 
-    compiled = torch.compile(model) if cfg.torch_compile else model
+    compiled = torch.compile(trained) if cfg.torch_compile else trained
     sampler = WindowSampler(data.tokens("train"), cfg.seq_len, cfg.seed)
-    batches = BatchPlan(cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps)
+    batches = BatchPlan(cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, dist.world_size, dist.rank)
     tokens_per_step = batches.global_batch * cfg.seq_len
     valid_tokens = data.tokens("valid")
     byte_lengths = tokenizer.token_byte_lengths()
@@ -295,10 +323,10 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
 
     # Before anything is written: fail now, not at the first save hours later.
     planned_saves = max(1, total_steps // save_every + 1) if save_every else 1
-    preflight(plan.run_dir, model.num_params(), cfg.save_total_limit, planned_saves,
-              existing=len(ckpt.list_checkpoints(plan.run_dir)) if plan.resume_from else 0)
+    dist.on_main(lambda: preflight(plan.run_dir, model.num_params(), cfg.save_total_limit, planned_saves,
+                                   existing=len(ckpt.list_checkpoints(plan.run_dir)) if plan.resume_from else 0))
     config_record = {"train": to_dict(cfg), "model": to_dict(plan.model)}
-    record = RunRecord.start(
+    record = dist.on_main(lambda: RunRecord.start(
         cfg.output_dir if not plan.resume_from else str(plan.run_dir.parent),
         cfg.run_name if not plan.resume_from else plan.run_dir.name, "pretrain", config_record,
         overwrite=cfg.overwrite_output_dir, resume=plan.resume_from is not None,
@@ -308,24 +336,31 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
                "tokenizer": {"hash": tokenizer.hash, "vocab_size": tokenizer.vocab_size},
                "device": {"type": device.type, "name": torch.cuda.get_device_name(device) if device.type == "cuda"
                           else "cpu", "precision": precision.name, "threads": torch.get_num_threads()},
-               "model_parameters": model.num_params()})
+               "model_parameters": model.num_params()}))
+    if not dist.is_main:
+        record = Silent(plan.run_dir)
+    elif dist.active:
+        record.update(distributed={"world_size": dist.world_size, "backend": dist.backend, "fsdp": dist.fsdp})
     run_dir = record.folder
     log(record.arguments_text().rstrip())  # the resolved arguments, secrets replaced (also in arguments.txt)
-    trackers = open_trackers(cfg.report_to, run_dir, run_dir.name, config_record)
-    if not (run_dir / "tokenizer").exists():
+    trackers = dist.on_main(lambda: open_trackers(cfg.report_to, run_dir, run_dir.name, config_record))
+    if not dist.is_main:
+        trackers = Silent()
+    if dist.is_main and not (run_dir / "tokenizer").exists():
         shutil.copytree(data.folder / "tokenizer", run_dir / "tokenizer")
 
     log(f"run {run_dir}: {plan.model.n_layers} layers x {plan.model.dim} dim, {model.num_params():,} parameters, "
         f"vocab {plan.model.vocab_size}; {device.type} {precision.name}"
         f"{' compiled' if cfg.torch_compile else ''}; batch {batches.micro_batch} x {cfg.gradient_accumulation_steps} "
-        f"accumulation x {batches.world_size} process = {batches.global_batch} sequences of {cfg.seq_len} "
+        f"accumulation x {batches.world_size} process{'es' if batches.world_size > 1 else ''} = "
+        f"{batches.global_batch} sequences of {cfg.seq_len} "
         f"({tokens_per_step:,} tokens) per step; lr {cfg.learning_rate:g} {cfg.lr_scheduler_type}; "
         + (f"{cfg.max_time:g}s budget" if budget and cfg.max_steps <= 0 else f"{total_steps} steps"))
 
     def trainer_state() -> dict:
         return {"step": step, "tokens_seen": tokens_seen, "elapsed_seconds": budget.elapsed() if budget else
                 spent + time.time() - started, "skipped_steps": skipped, "best": best, "total_steps": total_steps,
-                "config": config_record, "data_fingerprint": data.fingerprint}
+                "config": config_record, "data_fingerprint": data.fingerprint, "world_size": dist.world_size}
 
     def run_eval() -> dict:
         metrics = evaluate(model, valid_tokens, cfg.seq_len, cfg.per_device_eval_batch_size or
@@ -342,8 +377,15 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
         return metrics
 
     def save(final: bool = False) -> None:
-        ckpt.save_checkpoint(run_dir, step, model, optimizer, trainer_state(), _rng_state(device))
-        ckpt.prune_checkpoints(run_dir, cfg.save_total_limit)
+        # Every rank takes part (FSDP gathers its shards, each rank's RNG is collected); rank 0 writes.
+        whole_model, whole_optimizer = dist.gather_for_save(model, optimizer)
+        rng, state = dist.rng_states(_rng_state(device)), trainer_state()
+
+        def write_checkpoint() -> None:
+            ckpt.save_checkpoint(run_dir, step, whole_model, whole_optimizer, state, rng)
+            ckpt.prune_checkpoints(run_dir, cfg.save_total_limit)
+
+        dist.on_main(write_checkpoint)
 
     from tqdm.auto import tqdm
 
@@ -373,13 +415,17 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
                     inputs, targets = sampler.batch(batches.first_sample(step, micro), batches.micro_batch)
                     inputs = inputs.to(device, non_blocking=True)
                     targets = targets.to(device, non_blocking=True)
-                    with precision.autocast():
-                        loss = compiled(inputs, targets) / batches.accumulation
-                    (scaler.scale(loss) if scaler else loss).backward()
+                    # Gradients are all-reduced across processes on the last micro-step only.
+                    with dist.gradient_sync(trained, micro == batches.accumulation - 1):
+                        with precision.autocast():
+                            loss = compiled(inputs, targets) / batches.accumulation
+                        (scaler.scale(loss) if scaler else loss).backward()
                     step_loss += loss.detach()
+                step_loss = dist.mean(step_loss)  # the loss of the whole global batch, the same on every rank
                 if scaler:
                     scaler.unscale_(optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or float("inf"))
+                grad_norm = local_scalar(torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                                        cfg.max_grad_norm or float("inf")))
                 if not bool(torch.isfinite(step_loss) & torch.isfinite(grad_norm)):
                     skipped += 1
                     in_a_row += 1
@@ -411,6 +457,11 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
                     if cfg.max_steps <= 0:
                         total_steps = max(step, budget.total_steps(step, reserve=eval_seconds_each))
                         bar.total = total_steps
+                time_due = next_eval_time is not None and budget.elapsed() >= next_eval_time
+                # All ranks agree once per step: a signal on any rank stops every rank; rank 0's clock rules the
+                # time budget (a no-op with one process).
+                stopping, (total_steps, time_due) = dist.agree(stop.requested is not None, total_steps, time_due,
+                                                               device=device)
 
                 if step % cfg.logging_steps == 0 or step == total_steps:
                     synchronize(device)
@@ -433,8 +484,7 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
                     loss_count = 0
                     window_start, window_tokens, window_eval_seconds = time.time(), 0, 0.0
 
-                due_eval = (eval_every and step % eval_every == 0) or \
-                           (next_eval_time is not None and budget.elapsed() >= next_eval_time)
+                due_eval = (eval_every and step % eval_every == 0) or time_due
                 if due_eval and step < total_steps:
                     eval_start = time.time()
                     metrics = run_eval()
@@ -453,8 +503,9 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
                     save()
                     window_eval_seconds += time.time() - save_start
 
-                if stop.requested:
-                    write(f"{stop.requested} received: checkpointing at step {step} and stopping")
+                if stopping:
+                    write(f"{stop.requested or 'a stop request on another process'} received: checkpointing at "
+                          f"step {step} and stopping")
                     save()
                     status = "interrupted"
                     break
@@ -465,7 +516,8 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
             save()
             from babyllama.modelio import save_model
 
-            save_model(model, run_dir / "model", tokenizer)
+            whole_model = dist.gather_for_save(model, optimizer)[0]
+            dist.on_main(lambda: save_model(whole_model, run_dir / "model", tokenizer))
             write(f"done: step {step}, eval loss {final_metrics['eval_loss']:.4f}, "
                   f"bits/byte {final_metrics['eval_bpb']:.4f}, model in {run_dir / 'model'}")
     except KeyboardInterrupt:
