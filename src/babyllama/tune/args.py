@@ -11,6 +11,8 @@ Defaults we change on purpose, for models of a few million parameters (a user va
   output_dir              runs: the folder that holds run folders, as for pretraining
   save_strategy           no: the run's model/ is written at the end; ask for checkpoints with --save_strategy steps
   report_to               none: trackers only when asked
+  assistant_only_loss     on (SFT): loss on the assistant's answers and their <|end|>, not on the prompts (TRL: off);
+                          --assistant_only_loss false trains every token
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ class TuneArguments:
 
 
 OUR_DEFAULTS = {
-    "sft": dict(gradient_checkpointing=False, learning_rate=2e-4, output_dir="runs", save_strategy="no",
-                report_to="none"),
+    "sft": dict(assistant_only_loss=True, gradient_checkpointing=False, learning_rate=2e-4, output_dir="runs",
+                save_strategy="no", report_to="none"),
     "dpo": dict(gradient_checkpointing=False, learning_rate=1e-5, output_dir="runs", save_strategy="no",
                 report_to="none"),
 }

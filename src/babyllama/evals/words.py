@@ -1,0 +1,93 @@
+"""The `words` task: does the model write a story that uses the words it was asked for?
+
+Prompts come from `babyllama prepare-sft` (their `words` field). Each model writes one story per prompt through
+its chat template; the score is the share of requested words that appear in the story (whole words, any case,
+with a plain inflection: jump -> jumps / jumped / jumping), averaged over prompts, plus the share of prompts with
+every word used. Greedy decoding by default, so the numbers repeat.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Callable, Optional
+
+from babyllama.errors import BabyLlamaError
+
+
+def read_prompts(path: str | Path, limit: Optional[int] = None) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise BabyLlamaError(f"--prompts {path}: no such file (make one with `babyllama prepare-sft --heldout N`)")
+    prompts = []
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if not isinstance(record.get("words"), list) or not record.get("instruction"):
+                raise BabyLlamaError(f"{path}, line {line_no}: a words prompt needs 'instruction' and a 'words' list")
+            prompts.append(record)
+            if limit and len(prompts) >= limit:
+                break
+    if not prompts:
+        raise BabyLlamaError(f"--prompts {path}: no prompts")
+    return prompts
+
+
+def word_used(word: str, text: str) -> bool:
+    stem = re.escape(word.lower())
+    return re.search(rf"\b{stem}(s|es|d|ed|ing)?\b", text.lower()) is not None
+
+
+def score(words: list[str], story: str) -> float:
+    return sum(word_used(w, story) for w in words) / len(words) if words else 0.0
+
+
+def generate_stories(model_path: str, prompts: list[dict], max_new_tokens: int, temperature: float, seed: int,
+                     batch_size: int, device="cpu") -> list[str]:
+    import torch
+
+    from babyllama.infer.chat import ChatSession
+    from babyllama.infer.generate import generate
+
+    torch.set_grad_enabled(False)
+    session = ChatSession(model_path, device)
+    stories = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start:start + batch_size]
+        ids = [session.prompt_ids([{"role": "user", "content": p["instruction"]}]) for p in chunk]
+        longest = max(len(i) for i in ids)
+        if longest >= session.model.config.max_seq_len:
+            raise BabyLlamaError(f"a prompt is {longest} tokens; the model's context is {session.model.config.max_seq_len}")
+        outs = generate(session.model, ids, max_new_tokens, temperature=temperature, seed=seed + start,
+                        eos_id=session.hf_tokenizer.eos_token_id, stop_ids=(session.end_id,))
+        stories += [session.hf_tokenizer.decode(o, skip_special_tokens=True) for o in outs]
+    return stories
+
+
+def evaluate_words(models: dict[str, str], prompts: list[dict], max_new_tokens: int = 256, temperature: float = 0.0,
+                   seed: int = 0, batch_size: int = 16, device="cpu",
+                   log: Callable[[str], None] = print) -> dict:
+    """{label: {'word_share', 'all_words', 'prompts', 'samples'}} for each model, on the same prompts."""
+    results = {}
+    for label, path in models.items():
+        log(f"{label}: generating {len(prompts)} stories with {path}")
+        stories = generate_stories(path, prompts, max_new_tokens, temperature, seed, batch_size, device)
+        shares = [score(p["words"], s) for p, s in zip(prompts, stories)]
+        results[label] = {
+            "model": str(path), "prompts": len(prompts),
+            "word_share": sum(shares) / len(shares),
+            "all_words": sum(s == 1.0 for s in shares) / len(shares),
+            "samples": [{"instruction": p["instruction"], "words": p["words"], "story": s, "share": sh}
+                        for p, s, sh in zip(prompts[:5], stories[:5], shares[:5])],
+        }
+    return results
+
+
+def table(results: dict) -> str:
+    lines = ["| model | prompts | requested words used | prompts with every word |", "|---|---|---|---|"]
+    for label, r in results.items():
+        lines.append(f"| {label} ({r['model']}) | {r['prompts']} | {r['word_share']:.1%} | {r['all_words']:.1%} |")
+    return "\n".join(lines)

@@ -1,0 +1,90 @@
+"""Story instructions from real stories, in the spirit of TinyStoriesInstruct:
+
+    Write a story that uses the words: jump, river, happy.
+    [The story should contain the sentence: "The sun was warm."]
+    -> the story itself
+
+The words are content words drawn from the story (lower-case in it, so not names; no function words), so the
+answer is a real story that satisfies its instruction.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Iterable, Optional
+
+from babyllama.errors import BabyLlamaError
+
+# Function words and very common story words that say nothing about a story's content.
+STOPWORDS = set("""
+a about above after again against all also am an and any are as at be because been before being below between both
+but by can could did do does doing down during each few for from further had has have having he her here hers
+herself him himself his how i if in into is it its itself just let me more most my myself no nor not now of off on
+once only or other our ours out over own same she should so some such than that the their theirs them themselves
+then there these they this those through to too under until up upon very was we were what when where which while
+who whom why will with would you your yours yourself said says say one two day time very went got get go goes going
+came come comes saw see sees looked look looks wanted want wants like liked likes made make makes took take takes
+asked ask told tell back again away very really much many lot lots thing things something anything everything
+nothing someone everyone always never ever still even too also yes okay oh wow """.split())
+WORD = re.compile(r"[A-Za-z]+")
+SENTENCE = re.compile(r"[^.!?]+[.!?]")
+
+
+def content_words(story: str) -> list[str]:
+    """Distinct candidate words in order of first use: lower-case in the story, 3+ letters, not stopwords."""
+    seen, out = set(), []
+    for word in WORD.findall(story):
+        if not word.islower() or len(word) < 3 or word in STOPWORDS or word in seen:
+            continue
+        seen.add(word)
+        out.append(word)
+    return out
+
+
+def pick_sentence(story: str, rng: random.Random) -> Optional[str]:
+    sentences = [s.strip() for s in SENTENCE.findall(story)]
+    sentences = [s for s in sentences if 4 <= len(s.split()) <= 14 and '"' not in s]
+    return rng.choice(sentences) if sentences else None
+
+
+def instruction_for(words: list[str], sentence: Optional[str]) -> str:
+    text = "Write a story that uses the words: " + ", ".join(words) + "."
+    if sentence:
+        text += f' The story should contain the sentence: "{sentence}"'
+    return text
+
+
+def story_examples(stories: Iterable[str], num_words: int = 3, sentence_prob: float = 0.3, seed: int = 0,
+                   max_words: Optional[int] = None) -> list[dict]:
+    """One instruction example per usable story: {'instruction', 'input', 'output', 'words', 'sentence'}."""
+    if num_words <= 0:
+        raise BabyLlamaError("--num_words must be positive")
+    if not 0 <= sentence_prob <= 1:
+        raise BabyLlamaError("--sentence_prob must be in [0, 1]")
+    rng = random.Random(seed)
+    out = []
+    for story in stories:
+        story = story.strip()
+        if not story or (max_words is not None and len(story.split()) > max_words):
+            continue
+        candidates = content_words(story)
+        if len(candidates) < num_words:
+            continue
+        words = rng.sample(candidates, num_words)
+        sentence = pick_sentence(story, rng) if rng.random() < sentence_prob else None
+        out.append({"instruction": instruction_for(words, sentence), "input": "", "output": story,
+                    "words": words, "sentence": sentence})
+    return out
+
+
+def fits_context(examples: list[dict], tokenizer, context: int) -> tuple[list[dict], int]:
+    """Keep examples whose whole conversation fits the model's context (an answer cut short trains it wrong)."""
+    kept = []
+    for example in examples:
+        messages = [{"role": "user", "content": example["instruction"]},
+                    {"role": "assistant", "content": example["output"]}]
+        ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+        if len(ids) <= context:
+            kept.append(example)
+    return kept, len(examples) - len(kept)
