@@ -57,7 +57,8 @@ class BabyTokenizer:
         self.path = path
         self.bos_id = self._id(BOS)
         self.eos_id = self._id(EOS)
-        self.pad_id = self._id(PAD)
+        # Optional: an imported Llama tokenizer has none (Llama 2 pads with EOS or <unk>).
+        self.pad_id: Optional[int] = self.tokenizer.token_to_id(PAD)
         self.unk_id = self._id(UNK)
 
     def _id(self, token: str) -> int:
@@ -111,7 +112,8 @@ class BabyTokenizer:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         fast = PreTrainedTokenizerFast(
-            tokenizer_object=self.tokenizer, bos_token=BOS, eos_token=EOS, unk_token=UNK, pad_token=PAD,
+            tokenizer_object=self.tokenizer, bos_token=BOS, eos_token=EOS, unk_token=UNK,
+            pad_token=PAD if self.pad_id is not None else None,  # never add a token the model has no row for
             additional_special_tokens=[t for t in CHAT_TOKENS if self.token_id(t) is not None],
             clean_up_tokenization_spaces=False, model_max_length=1 << 30)
         if all(self.token_id(t) is not None for t in CHAT_TOKENS):
