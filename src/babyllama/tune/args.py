@@ -100,7 +100,7 @@ def _split_config_flag(argv: list[str]) -> tuple[list[str], Optional[str]]:
 def read_yaml_config(path: str, allowed: set[str]) -> dict[str, Any]:
     from babyllama.config import load_config_file
 
-    values = load_config_file(path)
+    values = translate_legacy(load_config_file(path))
     values.pop("env", None)  # TrlParser's convention: environment variables, applied separately
     from babyllama.records.redact import is_secret_key
 
@@ -113,12 +113,60 @@ def read_yaml_config(path: str, allowed: set[str]) -> dict[str, Any]:
     return values
 
 
+# TrainingArguments fields that transformers 5 renamed; the original records (transformers 4) use the old names.
+# warmup_ratio r became warmup_steps r (a float below 1 is a ratio of the total steps).
+RENAMED = {"evaluation_strategy": "eval_strategy", "no_cuda": "use_cpu", "warmup_ratio": "warmup_steps"}
+LEGACY_FLAGS = {"group_by_length": ("train_sampling_strategy", "group_by_length", "random")}
+
+
+def translate_legacy(values: dict[str, Any], log=print) -> dict[str, Any]:
+    """Old TrainingArguments names -> today's, with a note (group_by_length -> train_sampling_strategy)."""
+    out = {}
+    if "warmup_ratio" in values and not values.get("warmup_steps"):
+        values = {k: v for k, v in values.items() if k != "warmup_steps"}  # 0 steps: the ratio decides
+    for key, value in values.items():
+        if key in RENAMED:
+            log(f"note: {key} is called {RENAMED[key]} in transformers 5; using it")
+            out[RENAMED[key]] = value
+        elif key in LEGACY_FLAGS:
+            new, on, off = LEGACY_FLAGS[key]
+            on_value = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
+            log(f"note: {key}={value} is {new}={on if on_value else off} in transformers 5; using it")
+            out[new] = on if on_value else off
+        else:
+            out[key] = value
+    return out
+
+
+def translate_legacy_argv(argv: list[str], log=print) -> list[str]:
+    out, i = [], 0
+    while i < len(argv):
+        word = argv[i]
+        name, eq, inline = word[2:].partition("=") if word.startswith("--") else ("", "", "")
+        if name in RENAMED:
+            log(f"note: --{name} is called --{RENAMED[name]} in transformers 5; using it")
+            out.append(f"--{RENAMED[name]}" + (f"={inline}" if eq else ""))
+        elif name in LEGACY_FLAGS:
+            value: Any = True
+            if eq:
+                value = inline
+            elif i + 1 < len(argv) and argv[i + 1].lower() in ("true", "false", "1", "0", "yes", "no"):
+                value, i = argv[i + 1], i + 1
+            for key, converted in translate_legacy({name: value}, log).items():
+                out += [f"--{key}", str(converted)]
+        else:
+            out.append(word)
+        i += 1
+    return out
+
+
 def parse_tune_args(kind: str, argv: list[str]):
     """(TuneArguments, SFTConfig or DPOConfig) from a YAML file (--config) overridden by the command line."""
     import os
 
     parser = make_parser(kind)
     argv, config_path = _split_config_flag(argv)
+    argv = translate_legacy_argv(argv)
     if config_path:
         allowed = {a.dest for a in parser._actions if a.dest != "help"}
         values = read_yaml_config(config_path, allowed)

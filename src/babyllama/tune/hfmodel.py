@@ -66,7 +66,7 @@ def load_hf_model(path: str | Path, dtype=None):
 
     folder, adapter = resolve(path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype or torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(str(folder.resolve()), dtype=dtype or torch.float32)
     except (OSError, ValueError) as err:
         raise BabyLlamaError(f"transformers cannot load {folder}: {err}") from None
     if adapter is not None:
