@@ -167,3 +167,47 @@ def test_continued_pretraining_with_imported_tokenizer(tmp_path, hf_tokenizer_di
     assert changed, "continued pretraining did not change the weights"
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("loss" in m for m in metrics)
+
+
+def test_imported_model_exports_to_llama2c_and_gguf(tmp_path, hf_tokenizer_dir, tinystories):
+    """A SentencePiece-style vocabulary keeps its conventions: run.c pieces with spaces and <0xXX> bytes that
+    run.c's encoder (its dummy-prefix space is the "▁" Metaspace prepends) and decoder agree with; GGUF as
+    llama.cpp's "llama" tokenizer model with scores and byte tokens."""
+    import shutil
+
+    import gguf
+    from test_export import read_llama2c, read_runc_tokenizer, reference_forward, runc_decode, runc_encode
+
+    from babyllama.export.gguf import export_gguf
+    from babyllama.export.llama2c import export_llama2c
+
+    tok_dir, tok_size = hf_tokenizer_dir
+    src = tmp_path / "imported"
+    make_hf_model(src, tok_size + 2, False, 2)
+    for f in tok_dir.iterdir():
+        shutil.copy(f, src / f.name)
+    model, tokenizer, _ = load_model(src)
+    model_file, tok_file = export_llama2c(src, tmp_path / "l2c", log=lambda _: None)
+    cfg, w = read_llama2c(model_file)
+    ids = [1] + tokenizer.encode("Once upon a time, Tom saw a big red ball.")
+    with torch.no_grad():
+        ours = model(torch.tensor([ids]))[0].double().numpy()
+    assert np.abs(reference_forward(cfg, w, ids) - ours).max() < 1e-4
+
+    _, pieces, scores = read_runc_tokenizer(tok_file, cfg["vocab"])
+    assert pieces[3 + 0x41] == b"<0x41>" and pieces[-1].startswith(b"<extra_")
+    stories = (tinystories / "valid.txt").read_text(encoding="utf-8").splitlines()[:30]
+    for line in filter(None, stories):
+        line_ids = tokenizer.encode(line)
+        assert runc_decode(line_ids, pieces).decode("utf-8") == tokenizer.decode(line_ids)
+        if line.isascii():
+            assert runc_encode(line, pieces, scores) == line_ids, line
+
+    reader = gguf.GGUFReader(export_gguf(src, tmp_path / "m.gguf", "f16"))
+    field = lambda key: reader.fields[key].contents()  # noqa: E731
+    assert field("tokenizer.ggml.model") == "llama"
+    tokens, types = field("tokenizer.ggml.tokens"), field("tokenizer.ggml.token_type")
+    assert tokens[3 + 0x41] == "<0x41>" and types[3 + 0x41] == gguf.TokenType.BYTE
+    assert types[1] == gguf.TokenType.CONTROL and types[-1] == gguf.TokenType.UNUSED
+    assert len(field("tokenizer.ggml.scores")) == cfg["vocab"]
+    assert "tokenizer.ggml.padding_token_id" not in reader.fields
