@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from conftest import TINY_MODEL, TINY_TRAIN
 
 # Every step saves (save_steps=1), so a large share of the run is spent inside a save.
-KILL_TRAIN = dict(TINY_TRAIN, per_device_train_batch_size=4, seq_len=32, max_steps=70, save_steps=1,
+KILL_TRAIN = dict(TINY_TRAIN, per_device_train_batch_size=4, seq_len=32, max_steps=60, save_steps=1,
                   eval_steps=1000, save_total_limit=2, num_samples=0, logging_steps=1)
 SAVE_PHASES = ["checkpoint.weights", "checkpoint.optimizer", "checkpoint.index", "checkpoint.rename",
                "checkpoint.renamed", "checkpoint.prune"]
@@ -122,7 +122,8 @@ def test_sigkill_at_random_moments_and_inside_saves_resumes_exactly(ctx, prepare
     rng = random.Random(1234)
     base = dict(KILL_TRAIN, data=str(prepared_512), output_dir=str(tmp_path))
 
-    reference = _start(ctx, _train_child, dict(base, run_name="reference"), dict(TINY_MODEL))
+    # Saves do not change the trajectory, so the reference skips them (and is quicker).
+    reference = _start(ctx, _train_child, dict(base, run_name="reference", save_steps=1000), dict(TINY_MODEL))
     reference.join(300)
     assert reference.exitcode == 0
 
@@ -130,10 +131,11 @@ def test_sigkill_at_random_moments_and_inside_saves_resumes_exactly(ctx, prepare
     plan = [("phase", name) for name in SAVE_PHASES] + [("phase", "train.step")] + \
            [("random", i) for i in range(RANDOM_KILLS)]
     rng.shuffle(plan)
-    kills, mid_save, resumed_from = 0, 0, []
+    kills, mid_save, resumed_from, resumes = 0, 0, [], 0
     for kind, what in plan:
         start_step = _newest_step(run_dir)
         fresh = start_step < 0
+        resumes = 0 if fresh else resumes + 1
         train = dict(base, run_name="killed", overwrite_output_dir=True) if fresh else \
             dict(base, run_name="killed", resume_from_checkpoint=str(run_dir))
         fault = (what, "kill", rng.randint(1, 3)) if kind == "phase" else None
@@ -160,7 +162,8 @@ def test_sigkill_at_random_moments_and_inside_saves_resumes_exactly(ctx, prepare
     assert final.exitcode == 0
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "completed" and manifest["step"] == KILL_TRAIN["max_steps"]
-    assert len(manifest["resumed"]) >= kills - 3
+    # Each restart after the last fresh start resumed (one killed during its setup may not have recorded it yet).
+    assert resumes // 2 < len(manifest["resumed"]) <= resumes + 1
     print(f"\n{kills} SIGKILLs ({len(SAVE_PHASES)} inside save phases, {RANDOM_KILLS} at random moments), "
           f"{mid_save} left a half-written save behind; resumed from steps {resumed_from}")
     assert kills >= 20 and mid_save >= len(SAVE_PHASES) - 2
