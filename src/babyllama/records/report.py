@@ -8,7 +8,7 @@ from typing import Any
 
 from babyllama.records.arguments import format_arguments
 from babyllama.records.redact import redact_text
-from babyllama.records.registry import Run, flat_config, fmt, fmt_seconds, lineage, table
+from babyllama.records.registry import Run, flat_config, fmt, fmt_seconds, lineage, run_folder_of, table
 
 LIST_HEADERS = ["RUN", "KIND", "STATUS", "STARTED", "TIME", "STEPS", "TOKENS", "TRAIN LOSS", "EVAL LOSS", "PARAMS",
                 "PARENT"]
@@ -21,7 +21,19 @@ METRIC_ROWS = [("kind", "kind"), ("status", "status"), ("steps", "steps"), ("tok
 
 
 def _parent_name(parent: Any) -> str:
-    return Path(str(parent)).name if parent else "-"
+    """A parent that is (inside) a run folder shows as that run's name, anything else as its last path part."""
+    if not parent:
+        return "-"
+    folder = run_folder_of(str(parent))
+    return folder.name if folder is not None else Path(str(parent)).name
+
+
+def _command(manifest: dict) -> str:
+    """The command line as typed: `python -m babyllama` and the console script both show as `babyllama`."""
+    argv = list(manifest.get("command") or [])
+    if argv and (argv[0].endswith("babyllama/__main__.py") or Path(argv[0]).name == "babyllama"):
+        argv[0] = "babyllama"
+    return " ".join(argv)
 
 
 def list_text(runs: list[Run]) -> str:
@@ -50,7 +62,7 @@ def show_text(run: Run) -> str:
              ("started", m.get("started")), ("ended", m.get("ended")), ("time", fmt_seconds(s["seconds"])),
              ("resumed", ", ".join(m.get("resumed") or []) or None),
              ("lineage", " <- ".join(lineage(run)) if m.get("parent") else None),
-             ("command", " ".join(m.get("command") or []) or None),
+             ("command", _command(m) or None),
              ("git", f"{m['git']['commit'][:12]}{' (dirty)' if m['git'].get('dirty') else ''}" if m.get("git") else None),
              ("host", (m.get("host") or {}).get("hostname")),
              ("device", ", ".join(f"{k} {v}" for k, v in (m.get("device") or {}).items()) or None),
@@ -134,7 +146,7 @@ def write_report(run: Run) -> Path:
         out += ["## Samples (last evaluation)", "", samples.replace("## step", "### step"), ""]
     out += ["## Arguments", "", "```", format_arguments(run.kind, m.get("config") or {}).rstrip(), "```", ""]
     git = m.get("git") or {}
-    out += ["## Provenance", "", f"- command: `{' '.join(m.get('command') or [])}`",
+    out += ["## Provenance", "", f"- command: `{_command(m)}`",
             f"- git: {git.get('commit', '-')}{' (dirty)' if git.get('dirty') else ''}",
             f"- versions: {', '.join(f'{k} {v}' for k, v in (m.get('versions') or {}).items())}", ""]
     path = run.folder / "report.md"
