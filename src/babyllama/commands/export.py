@@ -38,5 +38,5 @@ def run(args) -> int:
 
         path = export_gguf(args.model, args.out, args.gguf_type)
         print(f"exported {args.model} to {path} ({os.path.getsize(path):,} bytes, GGUF {args.gguf_type})")
-        print(f"run it with llama.cpp: llama-cli -m {path} -p 'Once upon a time' -n 200 --temp 0")
+        print(f"run it with llama.cpp: llama-completion -m {path} -p 'Once upon a time' -n 200 --temp 0")
     return 0
