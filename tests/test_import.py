@@ -81,6 +81,10 @@ def test_import_hf_llama_logits_equal_transformers(tmp_path, hf_tokenizer_dir, n
     assert model.config.tie_embeddings == tie and model.config.n_kv_heads == kv_heads
     ids = [1] + tokenizer.encode("Once upon a time, there was a little dog named Spot. Ünïcode fällt zurück!")
     assert any(3 <= i < 259 for i in ids)  # byte fallback was exercised
+    # bits per byte counts the text's bytes: "▁" is a space, <0xXX> one byte (plus the space Metaspace prepends)
+    lengths = tokenizer.token_byte_lengths()
+    text = "Once upon a time, there was a little dog named Spot. Ünïcode fällt zurück!"
+    assert int(lengths[ids[1:]].sum()) == len(text.encode("utf-8")) + 1
     with torch.no_grad():
         ours = model(torch.tensor([ids]))
         theirs = hf(torch.tensor([ids])).logits

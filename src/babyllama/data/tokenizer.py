@@ -89,8 +89,13 @@ class BabyTokenizer:
         char_to_byte = _char_to_byte()
         specials = set(SPECIAL_TOKENS) | {t.content for t in self.tokenizer.get_added_tokens_decoder().values()}
         table = [b""] * self.vocab_size
+        byte_level = isinstance(self.tokenizer.decoder, decoders.ByteLevel)
         for token, token_id in self.tokenizer.get_vocab(with_added_tokens=True).items():
             if token in specials:
+                continue
+            if not byte_level:  # SentencePiece conventions (an imported Llama tokenizer): "▁" a space, <0xXX> a byte
+                raw = token[3:5] if len(token) == 6 and token.startswith("<0x") and token.endswith(">") else None
+                table[token_id] = bytes.fromhex(raw) if raw else token.replace("\u2581", " ").encode("utf-8")
                 continue
             try:
                 table[token_id] = bytes(char_to_byte[c] for c in token)
