@@ -102,7 +102,7 @@ def test_sigkilled_run_is_listed_as_interrupted(prepared_512, tmp_path, capsys):
 def three_runs(tiny_run, prepared_512, tmp_path_factory):
     """tiny (40 steps, lr 3e-3), small (8 steps, lr 1e-3) and small-again, reproduced from small's manifest."""
     runs = tmp_path_factory.mktemp("compare")
-    small = pretrain_tiny(prepared_512, runs, "small", max_steps=8, learning_rate=1e-3, eval_steps=4,
+    small = pretrain_tiny(prepared_512, runs, "small", max_steps=8, learning_rate=1e-3, eval_steps=4, logging_steps=2,
                           eval_max_tokens=1024, num_samples=0)
     assert cli("pretrain", "--config", str(small / "manifest.json"), "--run_name", "small-again") == 0
     return runs, [tiny_run, small, runs / "small-again"]
