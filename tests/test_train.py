@@ -1,0 +1,84 @@
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from babyllama.errors import BabyLlamaError
+from babyllama.train.optim import learning_rate_at
+from conftest import pretrain_tiny
+
+
+def test_run_folder_layout_and_metric_names(tiny_run):
+    manifest = json.loads((tiny_run / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and manifest["kind"] == "pretrain"
+    assert manifest["tokenizer"]["hash"] and manifest["data"]["fingerprint"] and manifest["versions"]["torch"]
+    assert manifest["config"]["model"]["dim"] == 64 and manifest["config"]["train"]["max_steps"] == 40
+    rows = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    logs = [r for r in rows if "loss" in r]
+    evals = [r for r in rows if "eval_loss" in r]
+    assert {"step", "loss", "learning_rate", "grad_norm", "tokens_seen", "tokens_per_second"} <= set(logs[0])
+    assert {"eval_loss", "eval_perplexity", "eval_bpb"} <= set(evals[-1])
+    assert evals[-1]["eval_loss"] < evals[0]["eval_loss"]
+    assert (tiny_run / "samples.md").read_text().count("## step") == len(evals)
+    assert (tiny_run / "model" / "config.json").is_file() and (tiny_run / "tokenizer" / "tokenizer.json").is_file()
+    assert len(list((tiny_run / "checkpoints").iterdir())) <= 2  # save_total_limit default
+
+
+def test_resume_is_bit_identical(prepared_512, tmp_path):
+    """N steps in one go == k steps, stop, resume from the step-k checkpoint, N - k more."""
+    whole = pretrain_tiny(prepared_512, tmp_path, "whole", max_steps=12, save_steps=5, save_total_limit=None,
+                          dropout=0.1)
+    # Simulate a run that stopped after step 5: its folder holds only what existed then.
+    part = tmp_path / "part"
+    part.mkdir()
+    shutil.copytree(whole / "checkpoints" / "step_000005", part / "checkpoints" / "step_000005")
+    shutil.copytree(whole / "tokenizer", part / "tokenizer")
+    from babyllama.train.loop import pretrain
+
+    resumed = pretrain({"resume_from_checkpoint": str(part), "disable_tqdm": True}, {}, log=lambda _: None)
+    a = load_file(str(whole / "model" / "model.safetensors"))
+    b = load_file(str(resumed / "model" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_rejects_a_changed_shape(tiny_run):
+    from babyllama.train.loop import pretrain
+
+    with pytest.raises(BabyLlamaError, match="changed model shape: dim was 64, now 96"):
+        pretrain({"resume_from_checkpoint": str(tiny_run)}, {"dim": 96}, log=lambda _: None)
+
+
+def test_schedules():
+    kw = dict(total_steps=100, warmup_steps=10, peak=1.0, min_ratio=0.1)
+    assert learning_rate_at(0, kind="cosine", **kw) == pytest.approx(0.1)
+    assert learning_rate_at(9, kind="cosine", **kw) == pytest.approx(1.0)
+    assert learning_rate_at(55, kind="cosine", **kw) == pytest.approx(0.55)
+    assert learning_rate_at(100, kind="cosine", **kw) == pytest.approx(0.1)
+    assert learning_rate_at(55, kind="linear", **kw) == pytest.approx(0.55)
+    assert learning_rate_at(0, kind="constant", **kw) == 1.0
+    assert learning_rate_at(0, kind="constant_with_warmup", **kw) == pytest.approx(0.1)
+
+
+def test_max_time_fits_the_schedule_to_the_budget(prepared_512, tmp_path):
+    budget = 8.0
+    run = pretrain_tiny(prepared_512, tmp_path, "timed", max_steps=-1, max_time=budget, eval_max_tokens=1024,
+                        logging_steps=1, num_samples=0)
+    manifest = json.loads((run / "manifest.json").read_text())
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+    assert manifest["status"] == "completed" and manifest["step"] >= 3
+    # The schedule was fitted to the budget: cosine reached its low end just as the time ran out.
+    assert rows[-1]["learning_rate"] < 0.5 * 3e-3
+    assert rows[-1]["elapsed_seconds"] < budget * 1.5
+
+
+def test_existing_run_folder_is_not_overwritten(tiny_run):
+    from babyllama.train.loop import pretrain
+
+    before = (tiny_run / "manifest.json").read_text()
+    with pytest.raises(BabyLlamaError, match="already exists"):
+        pretrain({"data": json.loads(before)["data"]["folder"], "output_dir": str(tiny_run.parent),
+                  "run_name": tiny_run.name, "max_steps": 1}, {}, log=lambda _: None)
+    assert (tiny_run / "manifest.json").read_text() == before
