@@ -38,7 +38,7 @@ def _loss_and_grads(fn, hidden, weight, targets):
     return loss.detach(), hidden.grad.clone(), weight.grad.clone()
 
 
-@pytest.mark.parametrize("chunk_rows", [1, 64, 77, 300, 1000])
+@pytest.mark.parametrize("chunk_rows", [7, 64, 300, 1000])
 def test_chunked_loss_and_gradients_match_standard(chunk_rows):
     hidden, weight, targets = _inputs()
     ref = _loss_and_grads(standard_linear_cross_entropy, hidden, weight, targets)
@@ -143,16 +143,35 @@ def test_throughput_bench_runs_all_runners_on_cpu(tmp_path):
     Every runner starts from the same weights on the same batch, so their first losses must agree.
     """
     cmd = [sys.executable, str(REPO / "bench" / "throughput.py"), "--preset", "260k", "--batch", "2", "--seq_len",
-           "32", "--warmup", "1", "--steps", "2", "--out", str(tmp_path), "--runners", "ours", "ours:loss=standard",
-           "hf", "trainer"]
+           "32", "--warmup", "1", "--steps", "2", "--out", str(tmp_path), "--runners", "ours", "hf", "trainer"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     record = json.loads(next(tmp_path.glob("throughput-260k-cpu-fp32-*.json")).read_text())
     results = record["results"]
-    assert set(results) == {"ours", "ours[loss=standard]", "hf", "trainer"}
+    assert set(results) == {"ours", "hf", "trainer"}
     assert all("error" not in r and r["tokens_per_second"] > 0 for r in results.values()), results
-    first = [results[n]["first_loss"] for n in ("ours", "ours[loss=standard]", "hf")]
+    first = [results[n]["first_loss"] for n in ("ours", "hf")]
     assert max(first) - min(first) < 1e-4, first
     assert abs(first[0] - np.log(512)) < 0.5  # a fresh model is near uniform over the vocabulary
     assert "vs_hf" in results["ours"]["ratios"] and "vs_trainer" in results["ours"]["ratios"]
     assert record["settings"]["tokens_per_step"] == 64 and record["versions"]["transformers"]
+
+
+@pytest.mark.parametrize("accumulation", [1, 3])
+def test_background_batch_loader_gives_the_samplers_batches_in_and_out_of_order(accumulation):
+    from babyllama.data.batches import BatchPlan
+    from babyllama.train.fastpaths import BatchLoader
+
+    tokens = np.random.default_rng(1).integers(0, 300, 4000).astype(np.uint16)
+    sampler = WindowSampler(tokens, 16, seed=0)
+    plan = BatchPlan(4, accumulation)
+    loader = BatchLoader(sampler, plan, torch.device("cpu"), background=True, pin=False)
+    order = [(s, m) for s in range(4) for m in range(accumulation)]
+    order += [(9, 0), (2, accumulation - 1), (3, 0)]  # a jump (resume) and going back
+    try:
+        for step, micro in order:
+            inputs, targets = loader(step, micro)
+            expected = sampler.batch(plan.first_sample(step, micro), plan.micro_batch)
+            assert torch.equal(inputs, expected[0]) and torch.equal(targets, expected[1])
+    finally:
+        loader.close()

@@ -34,6 +34,7 @@ from babyllama.train import checkpoint as ckpt
 from babyllama.train import faults
 from babyllama.train.distributed import Distributed, Silent, env_world_size, fit_global_batch, local_scalar
 from babyllama.train.resources import preflight
+from babyllama.train.fastpaths import BatchLoader
 from babyllama.train.device import Precision, choose_precision, peak_flops, resolve_device, synchronize
 from babyllama.train.optim import build_optimizer, learning_rate_at
 from babyllama.train.recipes import recipe_for
@@ -305,6 +306,7 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
     compiled = torch.compile(trained) if cfg.torch_compile else trained
     sampler = WindowSampler(data.tokens("train"), cfg.seq_len, cfg.seed)
     batches = BatchPlan(cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, dist.world_size, dist.rank)
+    load_batch = BatchLoader(sampler, batches, device)
     tokens_per_step = batches.global_batch * cfg.seq_len
     valid_tokens = data.tokens("valid")
     byte_lengths = tokenizer.token_byte_lengths()
@@ -412,9 +414,7 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
                     group["lr"] = lr
                 step_loss = torch.zeros((), device=device)
                 for micro in range(batches.accumulation):
-                    inputs, targets = sampler.batch(batches.first_sample(step, micro), batches.micro_batch)
-                    inputs = inputs.to(device, non_blocking=True)
-                    targets = targets.to(device, non_blocking=True)
+                    inputs, targets = load_batch(step, micro)  # prefetched + pinned on CUDA (train/fastpaths.py)
                     # Gradients are all-reduced across processes on the last micro-step only.
                     with dist.gradient_sync(trained, micro == batches.accumulation - 1):
                         with precision.autocast():

@@ -1,0 +1,73 @@
+"""Loop-side fast paths: batches prepared ahead in a background thread, pinned, and copied without blocking.
+
+On a GPU the next micro-batch is gathered (memmap -> int64) and pinned while the current step runs, so the
+device never waits for the host; the copy to the device is asynchronous. On a CPU the two threads would only
+compete with the math for the same cores, so batches are made in place, exactly as before.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Optional
+
+import torch
+
+from babyllama.data.batches import BatchPlan, WindowSampler
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class BatchLoader:
+    """loader(step, micro) -> (inputs, targets) on the device; the same batches as sampler.batch, in any order.
+
+    With background=True the batch after the one asked for is prepared in a worker thread; asking for a batch
+    out of order (resume, a changed plan) simply computes it directly.
+    """
+
+    def __init__(self, sampler: WindowSampler, plan: BatchPlan, device: torch.device,
+                 background: Optional[bool] = None, pin: Optional[bool] = None):
+        self.sampler, self.plan, self.device = sampler, plan, device
+        self.background = device.type == "cuda" if background is None else background
+        self.pin = device.type == "cuda" if pin is None else pin
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batches") if self.background else None
+        self._pending: dict[tuple[int, int], Future] = {}
+
+    def _host_batch(self, key: tuple[int, int]) -> Batch:
+        step, micro = key
+        inputs, targets = self.sampler.batch(self.plan.first_sample(step, micro), self.plan.micro_batch)
+        if self.pin:
+            # Pinned host memory lets the copy below run asynchronously with the step already queued.
+            inputs, targets = inputs.pin_memory(), targets.pin_memory()
+        return inputs, targets
+
+    def _next_key(self, key: tuple[int, int]) -> tuple[int, int]:
+        step, micro = key
+        return (step, micro + 1) if micro + 1 < self.plan.accumulation else (step + 1, 0)
+
+    def __call__(self, step: int, micro: int) -> Batch:
+        key = (step, micro)
+        future = self._pending.pop(key, None)
+        for stale in self._pending.values():  # out of order: forget what was prepared
+            stale.cancel()
+        self._pending.clear()
+        inputs, targets = future.result() if future is not None else self._host_batch(key)
+        if self._pool is not None:
+            upcoming = self._next_key(key)
+            self._pending[upcoming] = self._pool.submit(self._host_batch, upcoming)
+        non_blocking = self.pin and self.device.type == "cuda"
+        return inputs.to(self.device, non_blocking=non_blocking), targets.to(self.device, non_blocking=non_blocking)
+
+    def __del__(self):
+        if getattr(self, "_pool", None) is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            for future in self._pending.values():
+                future.cancel()
+            self._pending.clear()
+            self._pool.shutdown(wait=True)
+
+
+def make_batch_loader(sampler: WindowSampler, plan: BatchPlan, device: torch.device) -> Callable[[int, int], Batch]:
+    return BatchLoader(sampler, plan, device)
