@@ -412,6 +412,42 @@ def test_gguf_metadata_and_tensors(exported, tokenizer, kind):
             assert (np.abs(values.reshape(-1, 32) - blocks) <= step * 0.57 + 1e-6).all(), name  # fp16 scale: +127 * 2^-11
 
 
+def test_gguf_chat_template_and_end_of_turn(exported, tokenizer):
+    """A chat model's template travels (minus transformers' {% generation %} markers, which render nothing)."""
+    import gguf
+    from jinja2 import Template
+    from transformers import AutoTokenizer
+
+    reader = gguf.GGUFReader(exported["f16"])
+    assert gguf_field(reader, "tokenizer.ggml.eot_token_id") == tokenizer.token_id("<|end|>")
+    template = gguf_field(reader, "tokenizer.chat_template")
+    assert "{% generation %}" not in template and "endgeneration" not in template
+    chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+    hf = AutoTokenizer.from_pretrained(str(exported["folder"]))
+    expected = hf.apply_chat_template(chat, tokenize=False)
+    assert Template(template).render(messages=chat, bos_token="<s>", add_generation_prompt=False) == expected
+
+
+def test_shapes_that_do_not_split_into_blocks(tmp_path, tokenizer):
+    """hidden_dim 80: GGUF q8_0 keeps ffn_down (rows of 80) in f16; llama2.c int8 picks groups of 16."""
+    import gguf
+    from babyllama.export.gguf import export_gguf
+    from babyllama.export.llama2c import export_llama2c
+
+    torch.manual_seed(1)
+    model = Llama(ModelConfig(**{**SHAPE, "hidden_dim": 80}, vocab_size=tokenizer.vocab_size)).eval()
+    folder = save_model(model, tmp_path / "m", tokenizer)
+    reader = gguf.GGUFReader(export_gguf(folder, tmp_path / "m.gguf", "q8_0"))
+    types = {t.name: t.tensor_type for t in reader.tensors}
+    assert types["blk.0.ffn_down.weight"] == gguf.GGMLQuantizationType.F16
+    assert types["blk.0.ffn_up.weight"] == gguf.GGMLQuantizationType.Q8_0
+    cfg, w = read_llama2c(export_llama2c(folder, tmp_path / "q.bin", version=2, log=lambda _: None)[0])
+    assert cfg["group"] == 16
+    tokens = [1] + tokenizer.encode(PROMPT_TEXT)[:20]
+    ours = babyllama_logits(model, tokens)
+    assert np.abs(reference_forward(cfg, w, tokens) - ours).max() < 0.05 * np.abs(ours).max()
+
+
 def test_gguf_forward_reproduces_babyllama_logits(exported, tokenizer):
     """The f32 GGUF's tensors, run in llama.cpp's (adjacent-pair) convention, give babyllama's logits."""
     import gguf

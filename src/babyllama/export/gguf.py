@@ -11,6 +11,7 @@ regex, its merges and token types; a SentencePiece-style vocabulary (an imported
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -81,10 +82,15 @@ def _add_tokenizer(writer, tokenizer: BabyTokenizer, vocab_size: int, chat_templ
                           (writer.add_unk_token_id, info.unk_id), (writer.add_pad_token_id, info.pad_id)):
         if value is not None:
             setter(value)
+    end_of_turn = tokenizer.token_id("<|end|>")
+    if end_of_turn is not None:  # llama.cpp's chat mode ends the assistant's turn there
+        writer.add_eot_token_id(end_of_turn)
     writer.add_add_bos_token(True)   # like `tokenizer(text)` in transformers: BOS first
     writer.add_add_eos_token(False)
     if chat_template:
-        writer.add_chat_template(chat_template)
+        # {% generation %} only marks the assistant's tokens for training (transformers' extension of Jinja);
+        # it renders nothing, and llama.cpp's template engine does not know it.
+        writer.add_chat_template(re.sub(r"\{%-?\s*(end)?generation\s*-?%\}", "", chat_template))
 
 
 def write_gguf(model: Llama, tokenizer: BabyTokenizer, path: Path, gguf_type: str = "f16", name: str = "babyllama",
