@@ -503,7 +503,7 @@ def test_llama_cpp_runs_gguf_greedy(exported, tokenizer):
         greedy = generate(exported["model"], [tokens], 16, temperature=0.0)[0]
     llm.reset()
     out = []
-    for token in llm.generate(tokens, temp=0.0, top_k=1):
+    for token in llm.generate(tokens, temp=0.0, top_k=1, repeat_penalty=1.0):
         out.append(token)
         if len(out) == 16:
             break
