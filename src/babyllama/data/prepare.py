@@ -57,6 +57,17 @@ def default_out(cfg: PrepareConfig) -> Path:
     return Path("data") / f"{name}-{cfg.vocab_size}"
 
 
+def _commit(work: Path, out: Path) -> None:
+    """Move a complete preparation from `work` into `out`; manifest.json goes first out and last in, so a
+    folder caught halfway (a kill) reads as unprepared, never as complete with mixed files."""
+    (out / "manifest.json").unlink(missing_ok=True)
+    for name in ("train.bin", "train.idx.npy", "valid.bin", "valid.idx.npy"):
+        os.replace(work / name, out / name)
+    shutil.rmtree(out / "tokenizer", ignore_errors=True)
+    os.replace(work / "tokenizer", out / "tokenizer")
+    os.replace(work / "manifest.json", out / "manifest.json")
+
+
 def prepare(cfg: PrepareConfig, log=print) -> Path:
     validate(cfg)
     out = Path(cfg.out) if cfg.out else default_out(cfg)
@@ -76,43 +87,57 @@ def prepare(cfg: PrepareConfig, log=print) -> Path:
         log(f"{out} is up to date with its inputs: reusing it ({manifest['splits']['train']['tokens']:,} train tokens)")
         return out
 
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    if given_tokenizer:
-        tokenizer = given_tokenizer
-        log(f"reusing tokenizer {cfg.tokenizer} ({tokenizer.vocab_size} tokens)")
-    else:
-        log(f"training a byte-level BPE tokenizer with {cfg.vocab_size} tokens on {', '.join(map(str, corpus.train))}")
-        docs = _limited(iter_corpus(corpus.train, **reader), cfg.tokenizer_max_bytes)
-        tokenizer = train_tokenizer(docs, cfg.vocab_size, show_progress=not cfg.disable_tqdm)
-    staging = out / ".tokenizer.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    tokenizer.save(staging)
-    tokenizer_seconds = time.time() - started
+    # Everything is written into a staging folder inside `out` and moved into place only when complete:
+    # bad input found halfway (an empty split, a malformed line) never damages shards already there.
+    created = not out.exists()
+    work = out / f".prepare-{os.getpid()}"
+    try:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+    except OSError as err:
+        raise BabyLlamaError(f"cannot write the output folder {out}: {err.strerror or err}; "
+                             f"choose another --out") from None
+    try:
+        started = time.time()
+        if given_tokenizer:
+            tokenizer = given_tokenizer
+            log(f"reusing tokenizer {cfg.tokenizer} ({tokenizer.vocab_size} tokens)")
+        else:
+            log(f"training a byte-level BPE tokenizer with {cfg.vocab_size} tokens on {', '.join(map(str, corpus.train))}")
+            if next(iter_corpus(corpus.train, **reader), None) is None:  # say so before BPE finds "too small"
+                raise BabyLlamaError(f"no train documents in {', '.join(map(str, corpus.train))}: the files are "
+                                     f"empty or whitespace only")
+            docs = _limited(iter_corpus(corpus.train, **reader), cfg.tokenizer_max_bytes)
+            tokenizer = train_tokenizer(docs, cfg.vocab_size, show_progress=not cfg.disable_tqdm)
+        tokenizer.save(work / "tokenizer")
+        tokenizer_seconds = time.time() - started
 
-    splits = write_shards(corpus, tokenizer, out, valid_fraction=cfg.valid_fraction, reader=reader,
-                          show_progress=not cfg.disable_tqdm)
-    shutil.rmtree(out / "tokenizer", ignore_errors=True)
-    os.replace(staging, out / "tokenizer")
-    manifest = {
-        "babyllama_version": __version__,
-        "format_version": FORMAT_VERSION,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "origin": corpus.origin,
-        "sources": {"train": [str(p) for p in corpus.train], "valid": [str(p) for p in corpus.valid]},
-        "validation": "files" if corpus.valid else f"every {round(1 / cfg.valid_fraction)}th training document",
-        "tokenizer": {"hash": tokenizer.hash, "vocab_size": tokenizer.vocab_size,
-                      "trained": given_tokenizer is None, "from": cfg.tokenizer},
-        "dtype": str(token_dtype(tokenizer.vocab_size)),
-        "splits": {k: v for k, v in splits.items() if k in ("train", "valid")},
-        "read": splits["read"],
-        "config": {k: v for k, v in vars(cfg).items()},
-        "seconds": {"tokenizer": round(tokenizer_seconds, 2), "total": round(time.time() - started, 2)},
-        "fingerprint": fingerprint,
-    }
-    tmp = out / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, out / "manifest.json")
+        splits = write_shards(corpus, tokenizer, work, valid_fraction=cfg.valid_fraction, reader=reader,
+                              show_progress=not cfg.disable_tqdm)
+        manifest = {
+            "babyllama_version": __version__,
+            "format_version": FORMAT_VERSION,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "origin": corpus.origin,
+            "sources": {"train": [str(p) for p in corpus.train], "valid": [str(p) for p in corpus.valid]},
+            "validation": "files" if corpus.valid else f"every {round(1 / cfg.valid_fraction)}th training document",
+            "tokenizer": {"hash": tokenizer.hash, "vocab_size": tokenizer.vocab_size,
+                          "trained": given_tokenizer is None, "from": cfg.tokenizer},
+            "dtype": str(token_dtype(tokenizer.vocab_size)),
+            "splits": {k: v for k, v in splits.items() if k in ("train", "valid")},
+            "read": splits["read"],
+            "config": {k: v for k, v in vars(cfg).items()},
+            "seconds": {"tokenizer": round(tokenizer_seconds, 2), "total": round(time.time() - started, 2)},
+            "fingerprint": fingerprint,
+        }
+        (work / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        _commit(work, out)
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     train, valid = splits["train"], splits["valid"]
     log(f"wrote {out}: train {train['documents']:,} docs / {train['tokens']:,} tokens "
         f"({train['text_bytes'] / max(train['tokens'], 1):.2f} bytes/token), "
