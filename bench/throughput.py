@@ -304,6 +304,8 @@ def parse_args(argv=None):
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast for every runner (default fp32)")
     parser.add_argument("--compile", default="none", choices=COMPILE_MODES, nargs="?", const="default",
                         help="torch.compile mode for every runner unless its spec says otherwise")
+    parser.add_argument("--force_compile", default=None, choices=COMPILE_MODES,
+                        help="override every runner's compile mode (dry runs of GPU scripts on a CPU)")
     parser.add_argument("--runners", nargs="+", default=["ours", "hf", "trainer"])
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per runner (compilation happens here)")
     parser.add_argument("--steps", type=int, default=6, help="timed steps per runner")
@@ -331,6 +333,12 @@ def main(argv=None) -> dict:
     precision = Precision(device, torch.bfloat16 if args.bf16 else None)
     cfg = model_config(args)
     specs = [parse_spec(s) for s in args.runners]
+    if args.force_compile:
+        args.compile = args.force_compile
+        for spec in specs:
+            if "compile" in spec.options:
+                spec.options["name"] = spec.name  # keep the label the GPU run would print
+                spec.options["compile"] = args.force_compile
     rounds = args.rounds or (2 if device.type == "cpu" else 1)
     load_before = os.getloadavg()
 

@@ -131,6 +131,9 @@ class TrainConfig:
     fsdp: bool = opt(False, "under torchrun: shard weights, gradients and optimizer state across processes "
                             "(FSDP2, torch fully_shard) instead of replicating them (DDP)")
     torch_compile: Optional[bool] = opt(None, "compile the model with torch.compile (default: recipe)")
+    loss_impl: str = opt("auto", "how the loss is computed: standard (full logits), chunked (no full-batch fp32 "
+                                 "logits), liger (Liger Kernel, CUDA; falls back to chunked) or auto",
+                         choices=("auto", "standard", "chunked", "liger"))
     logging_steps: int = opt(10, "log every N optimizer steps")
     eval_steps: Optional[int] = opt(None, "evaluate every N steps (default: about 10 evaluations per run)")
     save_steps: Optional[int] = opt(None, "checkpoint every N steps (default: at every evaluation)")

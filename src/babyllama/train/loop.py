@@ -42,7 +42,7 @@ from babyllama.train.recipes import recipe_for
 SAMPLE_PROMPTS = ("Once upon a time", "")
 # Options that may change when a run is resumed; anything else would break "continue as if never stopped".
 RESUMABLE_OVERRIDES = {"max_steps", "max_time", "logging_steps", "eval_steps", "save_steps", "save_total_limit",
-                       "report_to", "disable_tqdm", "device", "num_samples", "sample_max_new_tokens",
+                       "report_to", "disable_tqdm", "device", "loss_impl", "num_samples", "sample_max_new_tokens",
                        "eval_max_tokens", "per_device_eval_batch_size", "resume_from_checkpoint", "data",
                        "max_consecutive_nonfinite", "stop_timeout", "fsdp"}
 
@@ -270,6 +270,7 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
 
     torch.manual_seed(cfg.seed)
     model = Llama(plan.model).to(device)
+    model.loss_impl = cfg.loss_impl  # same loss either way; only speed and memory differ (babyllama/ops)
     if cfg.init_from and not plan.resume_from:
         from babyllama.modelio import load_model
 
