@@ -352,3 +352,41 @@ def torchrun_argv(nproc_per_node: int, command: str, options: dict[str, Any]) ->
         else:
             argv.append(str(value))
     return argv
+
+
+# --------------------------------------------------------------------------- fine-tuning under accelerate / torchrun
+# The Hugging Face Trainer owns the process group there; these helpers only read it.
+
+
+def _group_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def is_main_process() -> bool:
+    """Rank 0 of the running process group, or of the launch when no group is up yet."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def agree_with_main(value: Any) -> Any:
+    """Rank 0's value of a small object on every process (e.g. a default run name, which is a timestamp)."""
+    if _group_size() == 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def wait_for_all() -> None:
+    """A barrier when several processes run; nothing otherwise."""
+    if _group_size() > 1:
+        import torch.distributed as dist
+
+        dist.barrier()

@@ -92,7 +92,12 @@ def parent_run(model_folder: Path) -> dict:
 
 def save_final(model, tokenizer, run_folder: Path) -> Path:
     """Write model/ (plain weights, adapters merged) and, for LoRA, adapter/ too."""
+    from babyllama.train.distributed import is_main_process, wait_for_all
+
     out = run_folder / "model"
+    if not is_main_process():  # several processes (accelerate launch): the main one writes
+        wait_for_all()
+        return out
     if hasattr(model, "merge_and_unload"):  # a PeftModel
         model.save_pretrained(str(run_folder / "adapter"))
         tokenizer.save_pretrained(str(run_folder / "adapter"))
@@ -100,4 +105,5 @@ def save_final(model, tokenizer, run_folder: Path) -> Path:
     model.config.use_cache = True
     model.save_pretrained(str(out), safe_serialization=True)
     tokenizer.save_pretrained(str(out))
+    wait_for_all()
     return out

@@ -7,7 +7,9 @@ records' `TrainingArguments(...)` style; babyllama.records.redact replaces every
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 from babyllama.tune.args import resolved_dict
 
@@ -16,6 +18,12 @@ def start_record(kind: str, tune, config, parent: dict, extra: dict):
     from babyllama.records.run import RunRecord, default_run_name
 
     run_name = config.run_name or default_run_name()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and config.world_size > 1:  # accelerate launch / torchrun
+        from babyllama.train.distributed import Silent, agree_with_main
+
+        run_name = agree_with_main(run_name)  # the default is a timestamp: every process takes rank 0's
+        if config.process_index != 0:  # one run folder, written by the main process only
+            return Silent(Path(config.output_dir) / run_name), run_name
     values = {**resolved_dict(tune), **resolved_dict(config), "run_name": run_name}
     record = RunRecord.start(config.output_dir, run_name, kind, {"train": values},
                              overwrite=tune.overwrite_output_dir, parent=parent.get("path") or parent.get("model"),
