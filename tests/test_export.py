@@ -508,3 +508,22 @@ def test_llama_cpp_runs_gguf_greedy(exported, tokenizer):
         if len(out) == 16:
             break
     assert out == list(greedy)
+
+
+def test_export_from_a_trained_run_folder(tiny_run, tmp_path):
+    """The usual path: a run folder (its model/ and tokenizer) straight to llama2.c and GGUF."""
+    import gguf
+    from babyllama.export.gguf import export_gguf
+    from babyllama.export.llama2c import export_llama2c
+    from babyllama.modelio import load_model
+
+    model, tokenizer, _ = load_model(tiny_run)
+    model_file, tok_file = export_llama2c(tiny_run, tmp_path / "l2c", log=lambda _: None)
+    cfg, w = read_llama2c(model_file)
+    tokens = [1] + tokenizer.encode(PROMPT_TEXT)[:40]
+    assert np.abs(reference_forward(cfg, w, tokens) - babyllama_logits(model.eval(), tokens)).max() < 1e-4
+    _, pieces, _ = read_runc_tokenizer(tok_file, cfg["vocab"])
+    ids = tokenizer.encode(PROMPT_TEXT)
+    assert runc_decode(ids, pieces).decode("utf-8") == PROMPT_TEXT
+    reader = gguf.GGUFReader(export_gguf(tiny_run, tmp_path, "q8_0"))
+    assert reader.fields["general.name"].contents() == Path(tiny_run).name
