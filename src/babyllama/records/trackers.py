@@ -285,5 +285,36 @@ def _record_locations(run_dir: Path, locations: dict) -> None:
         record.update(trackers=locations)
 
 
+def hf_tracker_environment(names: list[str], run_dir: Path) -> dict[str, dict]:
+    """For fine-tuning through transformers' `report_to`: point its callbacks at the same places the native loop
+    uses (offline wandb in the run folder, TensorBoard in <run>/tensorboard, the runs' local MLflow store, trackio's
+    local store), by environment variables the user has not set already. Returns the locations for the manifest.
+    transformers names metrics train/loss, eval/loss ... in TensorBoard, wandb and trackio as the native loop does;
+    its MLflow callback keeps the raw names (loss, eval_loss)."""
+    run_dir = Path(run_dir)
+    names = resolve_names(list(names))
+    for name in names:
+        require(name)
+    locations: dict[str, dict] = {}
+    if "tensorboard" in names:
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / "tensorboard"))
+        locations["tensorboard"] = {"log_dir": os.environ["TENSORBOARD_LOGGING_DIR"],
+                                    "view": f"tensorboard --logdir {run_dir.parent}"}
+    if "wandb" in names:
+        os.environ.setdefault("WANDB_MODE", "offline")
+        os.environ.setdefault("WANDB_DIR", str(run_dir))
+        os.environ.setdefault("WANDB_PROJECT", PROJECT)
+        locations["wandb"] = {"mode": os.environ["WANDB_MODE"], "project": os.environ["WANDB_PROJECT"],
+                              "dir": str(Path(os.environ["WANDB_DIR"]) / "wandb")}
+    if "mlflow" in names:
+        os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{run_dir.parent.resolve() / 'mlflow.db'}")
+        os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", PROJECT)
+        locations["mlflow"] = {"tracking_uri": redact_text(os.environ["MLFLOW_TRACKING_URI"]),
+                               "experiment": os.environ["MLFLOW_EXPERIMENT_NAME"]}
+    if "trackio" in names:
+        locations["trackio"] = {"dir": os.environ.get("TRACKIO_DIR", "~/.cache/huggingface/trackio")}
+    return locations
+
+
 def open_trackers(names: list[str], run_dir: Path, run_name: str, config: dict[str, Any]) -> Trackers:
     return Trackers(names, run_dir, run_name, config)
