@@ -50,6 +50,8 @@ class ModelConfig:
         if self.n_kv_heads is None:
             self.n_kv_heads = self.n_heads
         if self.hidden_dim is None:
+            if not isinstance(self.multiple_of, int) or self.multiple_of <= 0:
+                raise BabyLlamaError(f"model field 'multiple_of' must be positive, got {self.multiple_of}")
             hidden = int(2 * (4 * self.dim) / 3)
             self.hidden_dim = self.multiple_of * math.ceil(hidden / self.multiple_of)
 
