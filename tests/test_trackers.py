@@ -288,3 +288,63 @@ def test_a_failing_tracker_is_dropped_not_fatal(tmp_path, monkeypatch):
     fan.log({"step": 2, "loss": 1.0}, 2)
     assert list(fan.active) == ["mlflow"] and len(warnings) == 1 and "server went away" in warnings[0]
     assert good.logged == [(1, {"train/loss": 2.0, "eval/loss": 2.5}), (2, {"train/loss": 1.0})]
+
+
+def test_a_resumed_run_continues_in_the_same_tracker_runs(tmp_path, monkeypatch):
+    from babyllama.records import trackers
+    from babyllama.records.run import RunRecord
+
+    seen = []
+
+    class Remembering:
+        def __init__(self, run_dir, run_name, config, previous):
+            seen.append(previous)
+            self.location = {"run_id": previous.get("run_id", "id-1")}
+
+        def log(self, metrics, step):
+            pass
+
+        def close(self, status):
+            pass
+
+    monkeypatch.setitem(trackers.BACKENDS, "wandb", Remembering)
+    record = RunRecord.start(str(tmp_path), "r", "pretrain", {})
+    trackers.open_trackers(["wandb"], record.folder, "r", {}).close("interrupted")
+    record.finish("interrupted")
+    assert json.loads((tmp_path / "r" / "manifest.json").read_text())["trackers"] == {"wandb": {"run_id": "id-1"}}
+    again = RunRecord.start(str(tmp_path), "r", "pretrain", {}, resume=True)
+    trackers.open_trackers(["wandb"], again.folder, "r", {}).close("completed")
+    again.finish("completed")
+    assert seen == [{}, {"run_id": "id-1"}]
+
+
+def test_tracker_that_cannot_start_marks_the_run_failed(tmp_path, monkeypatch):
+    from babyllama.errors import BabyLlamaError
+    from babyllama.records import trackers
+    from babyllama.records.run import RunRecord
+
+    class Unreachable:
+        def __init__(self, *args):
+            raise ConnectionError("https://bob:hunter2hunter2@mlflow.example.org refused")
+
+    monkeypatch.setitem(trackers.BACKENDS, "mlflow", Unreachable)
+    record = RunRecord.start(str(tmp_path), "r", "pretrain", {})
+    with pytest.raises(BabyLlamaError, match=r"--report_to mlflow: could not start the tracker: .*bob:<PASSWORD>@"):
+        trackers.open_trackers(["mlflow"], record.folder, "r", {})
+    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "hunter2" not in json.dumps(manifest)
+
+
+def test_fine_tuning_trackers_land_where_the_native_loop_puts_them(tmp_path, monkeypatch):
+    from babyllama.records.trackers import hf_tracker_environment
+
+    for name in ("WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT", "TENSORBOARD_LOGGING_DIR", "MLFLOW_TRACKING_URI",
+                 "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WANDB_PROJECT", "mine")  # a user's own setting wins
+    run = tmp_path / "runs" / "tune"
+    where = hf_tracker_environment(["tensorboard", "wandb", "mlflow"], run)
+    assert os.environ["TENSORBOARD_LOGGING_DIR"] == str(run / "tensorboard")
+    assert os.environ["WANDB_MODE"] == "offline" and os.environ["WANDB_DIR"] == str(run)
+    assert os.environ["WANDB_PROJECT"] == "mine" and where["wandb"]["project"] == "mine"
+    assert os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{(tmp_path / 'runs').resolve() / 'mlflow.db'}"
