@@ -397,6 +397,74 @@ def main(argv=None) -> dict:
 
     per_round = max(1, args.steps // rounds)
     memories: dict[str, PeakMemory] = {}
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    tag = f"-{args.tag}" if args.tag else ""
+    path = Path(args.out) / f"throughput-{args.preset}-{device.type}-{precision.name}{tag}-{stamp}.json"
+
+    def finish(spec: Spec) -> None:
+        if "error" not in results[spec.name]:
+            results[spec.name]["peak_memory_bytes"] = memories[spec.name].peak_bytes
+            results[spec.name]["timed_steps"] = per_round * rounds
+
+    def save(final: bool) -> dict:
+        """Summaries and the JSON file; called after every runner, so a killed run keeps what finished."""
+        done = {n: dict(r) for n, r in results.items() if "error" in r or "peak_memory_bytes" in r}
+        for r in done.values():
+            if "error" in r:
+                continue
+            step = statistics.median(r["step_seconds"])  # robust to a noisy neighbour
+            r["tokens_per_second"] = tokens_per_step / step
+            r["mfu"] = r["tokens_per_second"] * flops_per_token / peak if peak else None
+            r["peak_memory_mb"] = round(r["peak_memory_bytes"] / 2 ** 20, 1)
+        ok = {n: r for n, r in done.items() if "error" not in r}
+        baselines = {kind: next((n for n, r in ok.items() if r["kind"] == kind), None) for kind in ("hf", "trainer")}
+        for name, r in ok.items():
+            r["ratios"] = {f"vs_{kind}": r["tokens_per_second"] / ok[b]["tokens_per_second"]
+                           for kind, b in baselines.items() if b and b != name}
+            if baselines["hf"] and baselines["hf"] != name and ok[baselines["hf"]]["peak_memory_bytes"]:
+                r["ratios"]["memory_vs_hf"] = r["peak_memory_bytes"] / ok[baselines["hf"]]["peak_memory_bytes"]
+        load_after = os.getloadavg()
+        cores = os.cpu_count() or 1
+        # Load from other processes before we started means shared cores: absolute CPU numbers are then pessimistic.
+        under_load = device.type == "cpu" and load_before[0] > 0.5
+        memory_kind = "CUDA max_memory_allocated during the timed steps" if device.type == "cuda" else \
+            "peak resident memory above the start of the timed steps (sampled; activations, not weights)"
+        record = {
+            "benchmark": "throughput", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "complete": final,
+            "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
+            "machine": machine_info(device), "versions": versions(),
+            "settings": {"preset": args.preset, "model": {k: getattr(cfg, k) for k in
+                                                          ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size",
+                                                           "hidden_dim", "tie_embeddings")},
+                         "parameters": n_params, "batch": args.batch, "seq_len": args.seq_len,
+                         "tokens_per_step": tokens_per_step, "device": device.type, "precision": precision.name,
+                         "compile": args.compile, "warmup_steps": args.warmup, "timed_steps": args.steps,
+                         "rounds": rounds, "optimizer": "AdamW fused, clip 1.0", "data": "random tokens",
+                         "flops_per_token": flops_per_token, "peak_flops": peak, "memory_measure": memory_kind},
+            "load_average_before": load_before, "load_average_after": load_after, "cpu_cores": cores,
+            "taken_under_load": under_load, "note": args.note, "results": done,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+        if not final:
+            return record
+        print(f"\n{'runner':<42} {'tokens/s':>11} {'MFU':>6} {'peak MB':>9} {'warm-up s':>9} {'first loss':>10}  ratios")
+        for name, r in done.items():
+            if "error" in r:
+                print(f"{name:<42} FAILED: {r['error'][:80]}")
+                continue
+            mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
+            ratios = " ".join(f"{k} {v:.2f}x" for k, v in r["ratios"].items())
+            loss = f"{r['first_loss']:.4f}" if r.get("first_loss") is not None else "-"
+            print(f"{name:<42} {r['tokens_per_second']:>11,.0f} {mfu:>6} {r['peak_memory_mb']:>9,.0f} "
+                  f"{r['warmup_seconds']:>9.1f} {loss:>10}  {ratios}")
+        if under_load:
+            print(f"note: the CPU was busy (load average {load_before[0]:.1f} -> {load_after[0]:.1f} on {cores} "
+                  f"cores); ratios are fairer than absolute numbers")
+        print(f"saved {path}")
+        return record
+
     if device.type == "cpu":
         for spec in loop_specs:
             runner = build(spec)
@@ -407,6 +475,9 @@ def main(argv=None) -> dict:
             for spec in loop_specs:
                 if spec.name in live:
                     measure(spec, live[spec.name], per_round, memories[spec.name])
+        for spec in loop_specs:
+            finish(spec)
+        save(final=False)
     else:
         for spec in loop_specs:
             gc.collect()
@@ -414,17 +485,15 @@ def main(argv=None) -> dict:
             torch._dynamo.reset()
             runner = build(spec)
             if runner is None:
+                save(final=False)
                 continue
             memories[spec.name] = PeakMemory(device)
             live[spec.name] = runner
             for _ in range(rounds):
                 measure(spec, runner, per_round, memories[spec.name])
-            # Peak over warm-up too: compiled graphs can allocate differently on their first runs.
             del live[spec.name], runner
-    for spec in loop_specs:
-        if "error" not in results[spec.name]:
-            results[spec.name]["peak_memory_bytes"] = memories[spec.name].peak_bytes
-            results[spec.name]["timed_steps"] = per_round * rounds
+            finish(spec)
+            save(final=False)
     live.clear()
 
     for spec in (s for s in specs if s.kind == "trainer"):
@@ -445,65 +514,7 @@ def main(argv=None) -> dict:
         except Exception as err:
             results[spec.name] = {"runner": spec.name, "kind": "trainer", "error": f"{type(err).__name__}: {err}"}
             print(f"  {spec.name}: FAILED {type(err).__name__}: {str(err)[:300]}", flush=True)
-
-    # Summaries: median step time (robust to a noisy neighbour), tokens/s, MFU, memory, ratios.
-    for name, r in results.items():
-        if "error" in r:
-            continue
-        step = statistics.median(r["step_seconds"])
-        r["tokens_per_second"] = tokens_per_step / step
-        r["mfu"] = r["tokens_per_second"] * flops_per_token / peak if peak else None
-        r["peak_memory_mb"] = round(r["peak_memory_bytes"] / 2 ** 20, 1)
-    ok = {n: r for n, r in results.items() if "error" not in r}
-    baselines = {kind: next((n for n, r in ok.items() if r["kind"] == kind), None) for kind in ("hf", "trainer")}
-    for name, r in ok.items():
-        r["ratios"] = {f"vs_{kind}": r["tokens_per_second"] / ok[b]["tokens_per_second"]
-                       for kind, b in baselines.items() if b and b != name}
-        if baselines["hf"] and baselines["hf"] != name and ok[baselines["hf"]]["peak_memory_bytes"]:
-            r["ratios"]["memory_vs_hf"] = r["peak_memory_bytes"] / ok[baselines["hf"]]["peak_memory_bytes"]
-
-    load_after = os.getloadavg()
-    cores = os.cpu_count() or 1
-    # Load from other processes before we started means shared cores: absolute CPU numbers are then pessimistic.
-    under_load = device.type == "cpu" and load_before[0] > 0.5
-    memory_kind = "CUDA max_memory_allocated" if device.type == "cuda" else \
-        "peak resident memory above the start of the timed steps (sampled; includes activations, not weights)"
-    record = {
-        "benchmark": "throughput", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
-        "machine": machine_info(device), "versions": versions(),
-        "settings": {"preset": args.preset, "model": {k: getattr(cfg, k) for k in
-                                                      ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size",
-                                                       "hidden_dim", "tie_embeddings")},
-                     "parameters": n_params, "batch": args.batch, "seq_len": args.seq_len,
-                     "tokens_per_step": tokens_per_step, "device": device.type, "precision": precision.name,
-                     "compile": args.compile, "warmup_steps": args.warmup, "timed_steps": args.steps, "rounds": rounds,
-                     "optimizer": "AdamW fused, clip 1.0", "data": "random tokens", "flops_per_token": flops_per_token,
-                     "peak_flops": peak, "memory_measure": memory_kind},
-        "load_average_before": load_before, "load_average_after": load_after, "cpu_cores": cores,
-        "taken_under_load": under_load, "note": args.note, "results": results,
-    }
-    print(f"\n{'runner':<42} {'tokens/s':>11} {'MFU':>6} {'peak MB':>9} {'warm-up s':>9} {'first loss':>10}  ratios")
-    for name, r in results.items():
-        if "error" in r:
-            print(f"{name:<42} FAILED: {r['error'][:80]}")
-            continue
-        mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
-        ratios = " ".join(f"{k} {v:.2f}x" for k, v in r["ratios"].items())
-        loss = f"{r['first_loss']:.4f}" if r.get("first_loss") is not None else "-"
-        print(f"{name:<42} {r['tokens_per_second']:>11,.0f} {mfu:>6} {r['peak_memory_mb']:>9,.0f} "
-              f"{r['warmup_seconds']:>9.1f} {loss:>10}  {ratios}")
-    if under_load:
-        print(f"note: the CPU was busy (load average {load_before[0]:.1f} -> {load_after[0]:.1f} on {cores} cores); "
-              f"ratios are fairer than absolute numbers")
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    tag = f"-{args.tag}" if args.tag else ""
-    path = out_dir / f"throughput-{args.preset}-{device.type}-{precision.name}{tag}-{stamp}.json"
-    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    print(f"saved {path}")
-    return record
+    return save(final=True)
 
 
 if __name__ == "__main__":
