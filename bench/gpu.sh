@@ -5,7 +5,7 @@
 #
 # Run from the repository root on a bare GPU machine (needs only torch + transformers; babyllama is read from
 # src/). JSON results go to $OUT (default bench/results/gpu); the log to $OUT/gpu-log.txt; a summary table at
-# the end. Stages run most-important first and are skipped once the time budget (BUDGET_S, default 420 s) is
+# the end. Stages run most-important first and are skipped once the time budget (BUDGET_S, default 380 s) is
 # spent, so a slow compile cannot lose the headline numbers. Liger Kernel is used when a wheel is in .whl/.
 #
 # CPU dry run of the same code paths (tiny shapes, a few seconds per stage):  DRY_RUN=1 bash bench/gpu.sh
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/results/gpu}
 mkdir -p "$OUT"
 LOG="$OUT/gpu-log.txt"
-BUDGET_S=${BUDGET_S:-420}
+BUDGET_S=${BUDGET_S:-380}
 LIMIT_SCALE=1  # stage time limits are multiplied by this (dry runs on a slow, shared CPU need more)
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
