@@ -19,15 +19,12 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    import torch
-
     from babyllama.errors import BabyLlamaError
     from babyllama.infer.chat import ChatSession
     from babyllama.train.device import resolve_device
 
     if args.max_new_tokens <= 0 or args.temperature < 0:
         raise BabyLlamaError("--max_new_tokens must be positive and --temperature >= 0")
-    torch.set_grad_enabled(False)
     session = ChatSession(args.model, resolve_device(args.device), system=args.system)
     options = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                    top_p=args.top_p, seed=args.seed)

@@ -47,12 +47,9 @@ def score(words: list[str], story: str) -> float:
 
 def generate_stories(model_path: str, prompts: list[dict], max_new_tokens: int, temperature: float, seed: int,
                      batch_size: int, device="cpu") -> list[str]:
-    import torch
-
     from babyllama.infer.chat import ChatSession
     from babyllama.infer.generate import generate
 
-    torch.set_grad_enabled(False)
     session = ChatSession(model_path, device)
     stories = []
     for start in range(0, len(prompts), batch_size):
