@@ -224,6 +224,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise BabyLlamaError(f"config file {path} must hold a mapping of option: value, not {type(data).__name__}")
+    for key in data:
+        if not isinstance(key, str):
+            raise BabyLlamaError(f"config file {path}: option names must be text, got {key!r}")
     if "config" in data and isinstance(data["config"], dict) and "babyllama_version" in data:
         data = flatten_manifest_config(data["config"])  # reproduce a run from its record
     return data

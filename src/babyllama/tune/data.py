@@ -30,10 +30,15 @@ def _read_local(path: Path) -> list[dict]:
         return [{"text": doc} for doc in read_documents(path)]
     if suffix == ".jsonl":
         records = []
-        with open(path, encoding="utf-8") as handle:
-            for line_no, line in enumerate(handle, 1):
-                if not line.strip():
+        with open(path, "rb") as handle:
+            for line_no, raw in enumerate(handle, 1):
+                if not raw.strip():
                     continue
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise BabyLlamaError(f"{path}, line {line_no}: invalid UTF-8 ({err.reason} at byte {err.start})") \
+                        from None
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as err:
@@ -43,7 +48,10 @@ def _read_local(path: Path) -> list[dict]:
                 records.append(record)
         return records
     if suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise BabyLlamaError(f"{path}: not a valid UTF-8 JSON file ({err})") from None
         if isinstance(data, dict) and isinstance(data.get("data"), list):
             data = data["data"]
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
