@@ -100,7 +100,9 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
         return state
     if (folder / "pytorch_model.bin").is_file():
         # weights_only: a checkpoint from someone else cannot run code on load.
-        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        from babyllama.train.checkpoint import safe_torch_load
+
+        return safe_torch_load(folder / "pytorch_model.bin")  # torch.load(weights_only=True), clear errors
     raise BabyLlamaError(f"{folder} holds no model weights ({WEIGHTS}, a sharded index, or pytorch_model.bin)")
 
 

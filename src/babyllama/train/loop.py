@@ -28,7 +28,7 @@ from babyllama.errors import BabyLlamaError
 from babyllama.evals.loss import evaluate
 from babyllama.infer.generate import generate
 from babyllama.model import Llama
-from babyllama.records.run import RunRecord, default_run_name
+from babyllama.records.run import RunRecord, check_run_name, default_run_name
 from babyllama.records.trackers import open_trackers
 from babyllama.train import checkpoint as ckpt
 from babyllama.train import faults
@@ -140,7 +140,7 @@ def plan_run(train_values: dict[str, Any], model_values: dict[str, Any]) -> Plan
     if cfg.warmup_ratio is None:
         cfg.warmup_ratio = 0.0
     _check_positive(cfg)
-    cfg.run_name = cfg.run_name or default_run_name()
+    cfg.run_name = check_run_name(cfg.run_name or default_run_name())  # before anything is written
     data = PretokenizedData(cfg.data)
     if cfg.init_from:
         from babyllama.modelio import load_model
