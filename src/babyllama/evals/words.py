@@ -57,7 +57,8 @@ def generate_stories(model_path: str, prompts: list[dict], max_new_tokens: int, 
         ids = [session.prompt_ids([{"role": "user", "content": p["instruction"]}]) for p in chunk]
         longest = max(len(i) for i in ids)
         if longest >= session.model.config.max_seq_len:
-            raise BabyLlamaError(f"a prompt is {longest} tokens; the model's context is {session.model.config.max_seq_len}")
+            context = session.model.config.max_seq_len
+            raise BabyLlamaError(f"a prompt is {longest} tokens; the model's context is {context}")
         outs = generate(session.model, ids, max_new_tokens, temperature=temperature, seed=seed + start,
                         eos_id=session.hf_tokenizer.eos_token_id, stop_ids=(session.end_id,))
         stories += [session.hf_tokenizer.decode(o, skip_special_tokens=True) for o in outs]

@@ -45,6 +45,8 @@ class TuneArguments:
     lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA branch"})
     lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"], metadata={
         "help": "modules that get adapters, e.g. q_proj v_proj; 'all-linear' means every linear layer but lm_head"})
+    max_time: Optional[float] = field(default=None, metadata={
+        "help": "stop training after this many seconds (the schedule still follows max_steps / epochs)"})
     overwrite_output_dir: bool = field(default=False, metadata={
         "help": "replace an existing run folder of the same name"})
 
@@ -216,6 +218,8 @@ def check_tune(tune: TuneArguments) -> None:
         raise BabyLlamaError(f"--eval_size must be >= 0, got {tune.eval_size}")
     if tune.lora and (tune.lora_r <= 0 or tune.lora_alpha <= 0 or not 0 <= tune.lora_dropout < 1):
         raise BabyLlamaError("--lora_r and --lora_alpha must be positive and --lora_dropout in [0, 1)")
+    if tune.max_time is not None and tune.max_time <= 0:
+        raise BabyLlamaError("--max_time must be positive (seconds)")
     if tune.max_examples is not None and tune.max_examples <= 0:
         raise BabyLlamaError("--max_examples must be positive")
 

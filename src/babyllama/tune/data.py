@@ -227,7 +227,8 @@ def to_preference_examples(records: list[dict], system_prompt: Optional[str] = N
             prompt = [{"role": "user", "content": _user_turn(record, where)}]
             if not prompt[0]["content"]:
                 raise BabyLlamaError(f"{where}: no prompt ('prompt' or 'instruction')")
-            chosen_text, rejected_text = _text(record, "chosen", where).strip(), _text(record, "rejected", where).strip()
+            chosen_text = _text(record, "chosen", where).strip()
+            rejected_text = _text(record, "rejected", where).strip()
         if not chosen_text or not rejected_text:
             raise BabyLlamaError(f"{where}: empty chosen or rejected answer")
         if chosen_text == rejected_text:

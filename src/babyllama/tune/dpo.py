@@ -91,7 +91,7 @@ def run_dpo(tune, config, log: Callable[[str], None] = print) -> Path:
                              train_dataset=datasets.Dataset.from_list(train),
                              eval_dataset=datasets.Dataset.from_list(held),
                              peft_config=lora_config(tune) if tune.lora else None,
-                             callbacks=[metrics_callback(record)])
+                             callbacks=[metrics_callback(record, tune.max_time)])
         result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
         after = preference_metrics(completion_logps(trainer.model, tokenizer, held, config.per_device_eval_batch_size),
                                    reference, config.beta)

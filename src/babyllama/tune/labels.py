@@ -38,7 +38,8 @@ class LabelReport:
                 f"loss on {'assistant turns only' if self.assistant_only_loss else 'every token'}")
 
 
-def example_labels(tokenizer, example: dict, assistant_only: bool, max_length: Optional[int]) -> tuple[list, list, bool]:
+def example_labels(tokenizer, example: dict, assistant_only: bool,
+                   max_length: Optional[int]) -> tuple[list, list, bool]:
     """(input_ids, trained flags, answer truncated) of one example, cut at max_length like TRL."""
     if "messages" in example:
         out = tokenizer.apply_chat_template(example["messages"], tokenize=True, return_dict=True,

@@ -31,13 +31,18 @@ def start_record(kind: str, tune, config, parent: dict, extra: dict):
     return record, run_name
 
 
-def metrics_callback(record):
-    """A TrainerCallback that appends every log (train and eval) to the run's metrics.jsonl."""
+def metrics_callback(record, max_time=None):
+    """A TrainerCallback that appends every log (train and eval) to the run's metrics.jsonl, and stops training
+    once max_time seconds have passed (the trainer then saves and finishes normally)."""
     from transformers import TrainerCallback
 
     class RunRecordCallback(TrainerCallback):
         def __init__(self):
             self.started = time.time()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if max_time is not None and time.time() - self.started >= max_time:
+                control.should_training_stop = True
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or not logs:

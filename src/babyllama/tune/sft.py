@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from babyllama.errors import BabyLlamaError
 
 
 def lora_config(tune, task_type: str = "CAUSAL_LM"):
@@ -79,7 +78,7 @@ def run_sft(tune, config, log: Callable[[str], None] = print) -> Path:
             train_dataset=datasets.Dataset.from_list(train),
             eval_dataset=datasets.Dataset.from_list(held) if held else None,
             peft_config=lora_config(tune) if tune.lora else None,
-            callbacks=[metrics_callback(record)])
+            callbacks=[metrics_callback(record, tune.max_time)])
         if tune.lora:
             trainable, total = trainer.model.get_nb_trainable_parameters()
             log(f"LoRA: {trainable:,} trainable of {total:,} parameters")
