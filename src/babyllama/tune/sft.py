@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Callable
 
 
-
 def lora_config(tune, task_type: str = "CAUSAL_LM"):
     from peft import LoraConfig
 
