@@ -12,6 +12,7 @@ from babyllama.errors import BabyLlamaError
 
 # subcommand name -> module in babyllama.commands
 COMMANDS = {
+    "quickstart": "quickstart",
     "prepare": "prepare",
     "pretrain": "pretrain",
     "sample": "sample",
@@ -27,14 +28,15 @@ COMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="babyllama", description="Train your own baby Llama 2 end to end, with a record of every run.",
+        prog="babyllama", allow_abbrev=False, description="Train your own baby Llama 2 end to end, with a record of every run.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Run `babyllama COMMAND --help` for the options of each command.")
     parser.add_argument("--version", action="version", version=f"babyllama {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(f"babyllama.commands.{module_name}")
-        command = sub.add_parser(name, help=module.HELP, description=module.HELP,
+        # No abbreviations: a mistyped option must be an error, not silently another option.
+        command = sub.add_parser(name, help=module.HELP, description=module.HELP, allow_abbrev=False,
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter
                                  if getattr(module, "SHOW_DEFAULTS", False) else argparse.HelpFormatter)
         module.add_arguments(command)
