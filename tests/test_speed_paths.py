@@ -86,7 +86,9 @@ def test_loss_impl_names_and_fallbacks():
         with pytest.warns(UserWarning, match="Liger"):
             assert resolve_loss_impl("liger", "cpu") == "chunked"
     assert resolve_loss_impl("auto", "cpu") in ("standard", "chunked")
-    assert default_chunk_rows(32000, "cuda") >= default_chunk_rows(32000, "cpu") >= 256
+    assert default_chunk_rows(128 * 256, 32000, "cuda") == 2048  # 16 chunks for 15m at batch 128 on a GPU
+    assert default_chunk_rows(16 * 256, 4096, "cpu") == 256
+    assert default_chunk_rows(10, 512, "cpu") == 10  # small batches: one chunk
 
 
 def _tiny_model(tie: bool) -> Llama:

@@ -26,11 +26,12 @@ LOSS_IMPLS = ("auto", "standard", "chunked", "liger")
 IGNORE_INDEX = -100
 
 
-def default_chunk_rows(vocab_size: int, device_type: str) -> int:
-    """Rows per chunk: about 8M logits on GPU (large matmuls stay efficient), 1M on CPU (stays in cache-ish sizes)."""
-    budget = (1 << 23) if device_type == "cuda" else (1 << 20)
-    rows = max(256, budget // max(1, vocab_size))
-    return 1 << (rows.bit_length() - 1)  # a power of two
+def default_chunk_rows(rows: int, vocab_size: int, device_type: str) -> int:
+    """Rows per chunk: chunks of about 64M logits on GPU (big, efficient matmuls; at most 16 chunks, since a compiled
+    graph unrolls the loop), about 1M on CPU (at most 64 chunks)."""
+    budget, most = ((1 << 26), 16) if device_type == "cuda" else ((1 << 20), 64)
+    chunks = min(most, max(1, -(-rows * vocab_size // budget)))
+    return -(-rows // chunks)
 
 
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):
@@ -95,7 +96,7 @@ def chunked_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, tar
     targets = targets.reshape(-1)
     if targets.shape[0] != hidden.shape[0]:
         raise BabyLlamaError(f"{targets.shape[0]} targets for {hidden.shape[0]} hidden states")
-    rows = chunk_rows or default_chunk_rows(weight.shape[0], device_type)
+    rows = chunk_rows or default_chunk_rows(hidden.shape[0], weight.shape[0], device_type)
     need_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight_c.requires_grad)
     with torch.autocast(device_type, enabled=False):
         return _ChunkedLinearCrossEntropy.apply(hidden, weight_c, targets, rows, need_grad)
