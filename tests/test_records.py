@@ -248,3 +248,17 @@ def test_redaction_by_name_shape_and_value(monkeypatch):
     assert redact_argv(["babyllama", "sft", "--hub_token", "abc", "--hub-token=abc", "--lr", "1"]) == \
            ["babyllama", "sft", "--hub_token", "<HUB_TOKEN>", "--hub-token=<HUB_TOKEN>", "--lr", "1"]
     assert redact_text("false-but-long") == "false-but-long"  # not a secret variable
+
+
+def test_stored_credentials_are_redacted_too(tmp_path, monkeypatch):
+    from babyllama.records import redact
+
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password wandbkey0123456789abcdef\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    redact.stored_credentials.cache_clear()
+    try:
+        assert redact.redact_text("key wandbkey0123456789abcdef here") == "key <NETRC_PASSWORD> here"
+    finally:
+        redact.stored_credentials.cache_clear()

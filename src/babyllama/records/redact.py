@@ -6,11 +6,13 @@ Three nets, because a secret can arrive three ways:
   * by shape: Hugging Face tokens (``hf_...``), passwords in URIs (``https://user:<PASSWORD>@host``) and
     ``token=...`` query parameters;
   * by value: the values of secret environment variables (HF_TOKEN, WANDB_API_KEY, MLFLOW_TRACKING_PASSWORD, any
-    *_TOKEN / *_API_KEY / *_PASSWORD / *_SECRET) wherever they appear, e.g. pasted into a path or a command line.
+    *_TOKEN / *_API_KEY / *_PASSWORD / *_SECRET) and of stored credentials (the Hugging Face token file, ~/.netrc)
+    wherever they appear, e.g. pasted into a path or a command line.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from typing import Any, Iterable, Optional
@@ -39,10 +41,34 @@ def is_secret_key(key: str) -> bool:
     return bool(SECRET_KEY.search(str(key)))
 
 
+@functools.lru_cache(maxsize=1)
+def stored_credentials() -> tuple[tuple[str, str], ...]:
+    """Secrets kept in files rather than the environment: the Hugging Face token (`hf auth login`) and the
+    passwords in ~/.netrc (where `wandb login` keeps its API key). Read once per process."""
+    found = []
+    try:
+        from huggingface_hub import get_token
+
+        token = get_token()
+        if token:
+            found.append((token, "<HF_TOKEN>"))
+    except Exception:  # no hub library or an unreadable token file: nothing to hide from there
+        pass
+    try:
+        import netrc
+
+        for host, (_, _, password) in netrc.netrc().hosts.items():
+            if password and len(password) >= MIN_SECRET_LENGTH:
+                found.append((password, "<NETRC_PASSWORD>"))
+    except (OSError, netrc.NetrcParseError):
+        pass
+    return tuple(found)
+
+
 def env_secrets(environ: Optional[dict] = None) -> dict[str, str]:
-    """{value: placeholder} for the secret environment variables set now."""
+    """{value: placeholder} for the secret environment variables set now (and the stored credentials)."""
     environ = os.environ if environ is None else environ
-    found = {}
+    found = dict(stored_credentials()) if environ is os.environ else {}
     for name, value in environ.items():
         if name in NOT_SECRET_ENV or not SECRET_ENV.search(name) or len(value) < MIN_SECRET_LENGTH:
             continue
