@@ -22,7 +22,8 @@ from safetensors.torch import load_file
 from conftest import TINY_MODEL, TINY_TRAIN
 
 # Every step saves (save_steps=1), so a large share of the run is spent inside a save.
-KILL_TRAIN = dict(TINY_TRAIN, per_device_train_batch_size=4, seq_len=32, max_steps=60, save_steps=1,
+# Long enough that 23 kills (some up to 1.5 s after start) never let a quick machine reach the end first.
+KILL_TRAIN = dict(TINY_TRAIN, per_device_train_batch_size=4, seq_len=32, max_steps=400, save_steps=1,
                   eval_steps=1000, save_total_limit=2, num_samples=0, logging_steps=1)
 SAVE_PHASES = ["checkpoint.weights", "checkpoint.optimizer", "checkpoint.index", "checkpoint.rename",
                "checkpoint.renamed", "checkpoint.prune"]

@@ -21,8 +21,6 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    import torch
-
     from babyllama.errors import BabyLlamaError
     from babyllama.infer.generate import TextStream, generate
     from babyllama.modelio import load_model
@@ -34,11 +32,10 @@ def run(args) -> int:
             (args.top_k is not None and args.top_k <= 0):
         raise BabyLlamaError("--temperature must be >= 0, --top_p in (0, 1], --top_k positive")
     device = resolve_device(args.device)
-    precision = choose_precision(device, args.bf16 or None if device.type == "cpu" else args.bf16 or None, False)
-    torch.set_grad_enabled(False)
+    precision = choose_precision(device, True if args.bf16 else None, False)  # None: bf16 where native
     model, tokenizer, _ = load_model(args.model, device)
     prompts = args.prompt or ["Once upon a time"]
-    stream = not args.no_stream and sys.stdout.isatty() or not args.no_stream
+    stream = not args.no_stream
     for p_index, prompt in enumerate(prompts):
         ids = [tokenizer.bos_id] + tokenizer.encode(prompt)
         if len(ids) >= model.config.max_seq_len:
