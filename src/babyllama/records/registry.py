@@ -207,7 +207,7 @@ def fmt(value: Any) -> str:
         return str(value)
     if isinstance(value, int):
         for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-            if abs(value) >= size * 10:
+            if abs(value) >= size:
                 return f"{value / size:.3g}{unit}"
         return str(value)
     if isinstance(value, float):
