@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from babyllama.tune.args import resolved_dict
@@ -29,6 +30,19 @@ def start_record(kind: str, tune, config, parent: dict, extra: dict):
                              overwrite=tune.overwrite_output_dir, parent=parent.get("path") or parent.get("model"),
                              extra={"parent_run": parent, **extra})
     return record, run_name
+
+
+@contextmanager
+def marked_on_failure(record):
+    """Training inside the block; an interrupt or error marks the run record interrupted or failed."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        record.finish("interrupted")
+        raise
+    except BaseException:
+        record.finish("failed")
+        raise
 
 
 def metrics_callback(record, max_time=None):
