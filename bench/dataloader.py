@@ -1,7 +1,7 @@
 """Does the batch pipeline keep up? Tokens per second that WindowSampler delivers, against the model's rate.
 
-Measures the loop's own path: WindowSampler.batch (memmap slices -> int64 tensors), plus pinning and a
-host-to-device copy when --device cuda. Compares with a model token rate (given, or the best babyllama
+Measures the loop's own path, babyllama.train.fastpaths.BatchLoader run synchronously: the memmap gather, and
+on a GPU int32 windows pinned, copied and widened on the device. Compares with a model token rate (given, or the best babyllama
 result in bench/results/throughput-*.json for the same preset and device) and checks the >= 10x goal.
 
     python bench/dataloader.py --data data/ts-4096 --batch 16 --seq_len 256
@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from babyllama.data.batches import BatchPlan, WindowSampler  # noqa: E402
+from babyllama.train.fastpaths import BatchLoader  # noqa: E402
 
 
 def best_model_rate(preset: str, device: str, folder: Path) -> tuple[float, str] | None:
@@ -71,15 +72,14 @@ def main(argv=None) -> dict:
     sampler = WindowSampler(tokens, args.seq_len, seed=0)
     plan = BatchPlan(args.batch, 1)
     device = torch.device(args.device)
-    # Mid-run steps, so the epoch plan is computed up front as in a long run.
-    first_step = 1000
-    sampler.batch(plan.first_sample(first_step, 0), args.batch)
+    # The training loop's own loader, made synchronous: every batch is gathered, pinned (GPU), copied and
+    # widened while the clock runs, the worst case of the loop (which prepares the next batch during a step).
+    loader = BatchLoader(sampler, plan, device, background=False)
+    first_step = 1000  # mid-run steps, so the epoch plan is computed up front as in a long run
+    loader(first_step - 1, 0)
     start = time.perf_counter()
     for step in range(first_step, first_step + args.steps):
-        inputs, targets = sampler.batch(plan.first_sample(step, 0), args.batch)
-        if device.type == "cuda":
-            inputs = inputs.pin_memory().to(device, non_blocking=True)
-            targets = targets.pin_memory().to(device, non_blocking=True)
+        inputs, targets = loader(step, 0)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start

@@ -8,6 +8,7 @@
 # the end. Stages run most-important first and are skipped once the time budget (BUDGET_S, default 380 s) is
 # spent, so a slow compile cannot lose the headline numbers. Liger Kernel is used when a wheel is in .whl/.
 #
+# PLAN=explore runs profiles and candidate fast paths instead of the headline table.
 # CPU dry run of the same code paths (tiny shapes, a few seconds per stage):  DRY_RUN=1 bash bench/gpu.sh
 set -u
 cd "$(dirname "$0")/.."
@@ -58,16 +59,39 @@ stage() {  # stage SECONDS_LIMIT ARGS...: one throughput.py process, skipped whe
   timeout -k 10 "$limit" $PY bench/throughput.py "${DEV[@]}" --out "$OUT" "$@" 2>&1 | tee -a "$LOG"
 }
 
-# 1. Headline: ours vs the compiled LlamaForCausalLM loop vs Trainer; ours with the standard loss = "before".
-stage 200 "${S15[@]}" --tag 15m-main --runners ours hf trainer ours:loss=standard
-stage 170 "${S110[@]}" --tag 110m-main --runners ours hf
-# 2. Fast paths: Liger's fused linear+CE, CUDA graphs (reduce-overhead); 110m before/after and its Trainer.
-stage 120 "${S15[@]}" --tag 15m-paths --runners ours:loss=liger ours:compile=reduce-overhead
-stage 120 "${S110[@]}" --tag 110m-paths --runners ours:loss=standard trainer
-# 3. The batch pipeline against the model's rate (pinned host memory, non-blocking copies).
-echo "=== ${SECONDS}s: dataloader" | tee -a "$LOG"
-timeout $((60 * LIMIT_SCALE)) $PY bench/dataloader.py "${DL[@]}" --vocab_size 32000 --batch 128 --seq_len 256 --preset 15m \
-  --out "$OUT" 2>&1 | tee -a "$LOG"
+profile() {  # profile SECONDS_LIMIT ARGS...: bench/profile_step.py, the top kernels of one runner's step
+  local limit=$(($1 * LIMIT_SCALE)); shift
+  local left=$((BUDGET_S - SECONDS))
+  [ "$left" -lt $((45 * LIMIT_SCALE)) ] && { echo "=== skipped profile: $*" | tee -a "$LOG"; return; }
+  [ "$limit" -gt "$left" ] && limit=$left
+  echo "=== ${SECONDS}s: profile_step.py $* (limit ${limit}s)" | tee -a "$LOG"
+  timeout -k 10 "$limit" $PY bench/profile_step.py "${DEV[@]}" --out "$OUT" --steps 3 "$@" 2>&1 | tee -a "$LOG"
+}
+
+dataloader() {
+  echo "=== ${SECONDS}s: dataloader" | tee -a "$LOG"
+  timeout $((60 * LIMIT_SCALE)) $PY bench/dataloader.py "${DL[@]}" --vocab_size 32000 --batch 128 --seq_len 256 \
+    --preset 15m --out "$OUT" 2>&1 | tee -a "$LOG"
+}
+
+if [ "${PLAN:-main}" = main ]; then
+  # 1. Headline: ours vs the compiled LlamaForCausalLM loop vs Trainer; ours with the standard loss = "before".
+  stage 200 "${S15[@]}" --tag 15m-main --runners ours hf trainer ours:loss=standard
+  stage 170 "${S110[@]}" --tag 110m-main --runners ours hf
+  # 2. Fast paths: Liger's fused linear+CE, CUDA graphs (reduce-overhead); 110m before/after and its Trainer.
+  stage 120 "${S15[@]}" --tag 15m-paths --runners ours:loss=liger ours:compile=reduce-overhead
+  stage 120 "${S110[@]}" --tag 110m-paths --runners ours:loss=standard trainer
+  # 3. The batch pipeline against the model's rate (pinned host memory, non-blocking copies).
+  dataloader
+else
+  # PLAN=explore: where the step's time goes, and the candidate fast paths against the same-run baseline.
+  profile 60 "${S15[@]}" --tag 15m --runners ours
+  profile 70 "${S110[@]}" --tag 110m --runners ours
+  stage 120 "${S15[@]}" --tag 15m-fuse --runners ours ours:fuse=1 hf
+  stage 140 "${S110[@]}" --tag 110m-fuse --runners ours ours:fuse=1 hf
+  dataloader
+  stage 200 "${S15[@]}" --tag 15m-autotune --runners ours:fuse=1 ours:fuse=1,compile=max-autotune-no-cudagraphs
+fi
 
 echo "=== done in ${SECONDS}s; results in $OUT" | tee -a "$LOG"
 $PY bench/summarize.py "$OUT" 2>&1 | tee -a "$LOG"

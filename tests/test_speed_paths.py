@@ -159,15 +159,16 @@ def test_throughput_bench_runs_all_runners_on_cpu(tmp_path):
     assert record["settings"]["tokens_per_step"] == 64 and record["versions"]["transformers"]
 
 
-@pytest.mark.parametrize("accumulation", [1, 3])
-def test_background_batch_loader_gives_the_samplers_batches_in_and_out_of_order(accumulation):
+@pytest.mark.parametrize("accumulation,compact", [(1, False), (3, False), (3, True)])
+def test_background_batch_loader_gives_the_samplers_batches_in_and_out_of_order(accumulation, compact):
     from babyllama.data.batches import BatchPlan
     from babyllama.train.fastpaths import BatchLoader
 
     tokens = np.random.default_rng(1).integers(0, 300, 4000).astype(np.uint16)
     sampler = WindowSampler(tokens, 16, seed=0)
     plan = BatchPlan(4, accumulation)
-    loader = BatchLoader(sampler, plan, torch.device("cpu"), background=True, pin=False)
+    # compact: int32 windows widened after the copy, as on a GPU.
+    loader = BatchLoader(sampler, plan, torch.device("cpu"), background=True, pin=False, compact=compact)
     order = [(s, m) for s in range(4) for m in range(accumulation)]
     order += [(9, 0), (2, accumulation - 1), (3, 0)]  # a jump (resume) and going back
     try:
@@ -175,5 +176,6 @@ def test_background_batch_loader_gives_the_samplers_batches_in_and_out_of_order(
             inputs, targets = loader(step, micro)
             expected = sampler.batch(plan.first_sample(step, micro), plan.micro_batch)
             assert torch.equal(inputs, expected[0]) and torch.equal(targets, expected[1])
+            assert inputs.dtype == targets.dtype == torch.int64
     finally:
         loader.close()

@@ -41,16 +41,23 @@ class WindowSampler:
             out[here] = shift + order[indices[here]] * self.seq_len
         return out
 
-    def batch(self, first_sample: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(inputs, targets), each (count, seq_len) int64, for consecutive global samples."""
+    def rows(self, first_sample: int, count: int) -> np.ndarray:
+        """The windows of consecutive global samples, (count, seq_len + 1), in the shards' own compact dtype."""
         starts = self.starts(first_sample, count)
         # One fancy-indexing gather: ~8x faster than stacking per-row memmap slices (bench/dataloader.py).
-        rows = np.asarray(self.tokens[starts[:, None] + np.arange(self.seq_len + 1)]).astype(np.int64)
-        rows = torch.from_numpy(rows)
-        return rows[:, :-1], rows[:, 1:]
+        return np.asarray(self.tokens[starts[:, None] + np.arange(self.seq_len + 1)])
+
+    def batch(self, first_sample: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets), each (count, seq_len) int64, for consecutive global samples."""
+        return split_rows(torch.from_numpy(self.rows(first_sample, count).astype(np.int64)))
 
     def epoch_of(self, sample: int) -> float:
         return sample / self.windows_per_epoch
+
+
+def split_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows of seq_len + 1 tokens -> (inputs, targets), the targets shifted by one."""
+    return rows[:, :-1], rows[:, 1:]
 
 
 class BatchPlan:
