@@ -87,10 +87,8 @@ else
   # PLAN=explore: where the step's time goes, and the candidate fast paths against the same-run baseline.
   profile 60 "${S15[@]}" --tag 15m --runners ours
   profile 70 "${S110[@]}" --tag 110m --runners ours
-  stage 120 "${S15[@]}" --tag 15m-fuse --runners ours ours:fuse=1 hf
-  stage 140 "${S110[@]}" --tag 110m-fuse --runners ours ours:fuse=1 hf
   dataloader
-  stage 200 "${S15[@]}" --tag 15m-autotune --runners ours:fuse=1 ours:fuse=1,compile=max-autotune-no-cudagraphs
+  stage 200 "${S15[@]}" --tag 15m-autotune --runners ours ours:compile=max-autotune-no-cudagraphs
 fi
 
 echo "=== done in ${SECONDS}s; results in $OUT" | tee -a "$LOG"

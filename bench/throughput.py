@@ -10,8 +10,8 @@ writes a JSON record (machine, versions, settings, results) under bench/results/
         --runners ours ours:loss=standard hf trainer
 
 A runner is KIND[:key=value,...]: KIND is ours, hf (LlamaForCausalLM in a plain loop) or trainer
-(transformers.Trainer); keys: loss=auto|standard|chunked|liger (ours), fuse=1 (ours: q/k/v and gate/up as one
-matmul each), compile=none|default|reduce-overhead|max-autotune-no-cudagraphs, name=LABEL. On CPU the timed steps of the plain-loop runners are interleaved in
+(transformers.Trainer); keys: loss=auto|standard|chunked|liger (ours), compile=none|default|reduce-overhead|
+max-autotune-no-cudagraphs, name=LABEL. On CPU the timed steps of the plain-loop runners are interleaved in
 rounds, so a busy shared machine slows them alike.
 """
 
@@ -69,7 +69,7 @@ def parse_spec(text: str) -> Spec:
     options = {}
     for item in filter(None, rest.split(",")):
         key, _, value = item.partition("=")
-        if key not in ("loss", "compile", "fuse", "name"):
+        if key not in ("loss", "compile", "name"):
             raise SystemExit(f"unknown runner option '{key}' in '{text}'")
         if key == "compile" and value not in COMPILE_MODES:
             raise SystemExit(f"compile={value}: choose one of {', '.join(COMPILE_MODES)}")
@@ -167,7 +167,6 @@ class LoopRunner:
             model = Llama(cfg).to(device)
             model.load_state_dict(state_dict)
             model.loss_impl = spec.options.get("loss", "auto")
-            model.fuse_projections(spec.options.get("fuse", "0") == "1")
             self.model = model
             compiled = compile_fn(model, self.compile_mode)
             self.forward = lambda x, y: compiled(x, y)

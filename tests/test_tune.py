@@ -167,7 +167,8 @@ def test_lora_sft_merge_export_chat(tiny_run, data_dir, tmp_path, capsys):
     data = data_dir / "instruct" / "instructions.jsonl"
     assert cli("sft", "--model", tiny_run, "--data", data, "--output_dir", tmp_path, "--run_name", "lora",
                "--lora", "--lora_r", "4", "--lora_alpha", "8", "--max_examples", "24", "--eval_size", "4",
-               "--learning_rate", "1e-2", "--hub_token", "hf_secretsecretsecret123", *QUICK) == 0
+               "--learning_rate", "1e-2", "--hub_token", "hf_secretsecretsecret123", "--save_strategy", "steps",
+               "--save_steps", "1", *QUICK) == 0
     run = tmp_path / "lora"
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "completed" and manifest["kind"] == "sft"
@@ -194,6 +195,14 @@ def test_lora_sft_merge_export_chat(tiny_run, data_dir, tmp_path, capsys):
     ours, _, _ = load_model(tmp_path / "exported")
     with torch.no_grad():
         torch.testing.assert_close(hf(ids).logits, ours(ids), rtol=1e-4, atol=1e-4)
+
+    # a mid-run checkpoint holds only the adapter: export merges it into its base; the last one is the final model
+    checkpoint = run / "checkpoints" / "checkpoint-2"
+    assert (checkpoint / "adapter_config.json").is_file() and not (checkpoint / "config.json").is_file()
+    assert cli("export", "--model", checkpoint, "--format", "hf", "--out", tmp_path / "from_checkpoint") == 0
+    from_checkpoint, _, _ = load_model(tmp_path / "from_checkpoint")
+    with torch.no_grad():
+        torch.testing.assert_close(from_checkpoint(ids), merged(ids).logits, rtol=1e-4, atol=1e-4)
 
     capsys.readouterr()
     assert cli("chat", "--model", run, "--message", "Say hi.", "--max_new_tokens", "8") == 0
@@ -251,3 +260,23 @@ def test_prepare_sft_and_words_eval(tiny_run, tinystories, tmp_path, capsys):
     assert "requested words used" in capsys.readouterr().out
     results = json.loads((tmp_path / "words.json").read_text())
     assert results["base"]["word_share"] == results["model"]["word_share"]  # same model, greedy: same stories
+
+
+def test_max_time_stop_is_the_main_process_decision():
+    """Under several processes every rank follows rank 0's clock (agree), never its own."""
+    from types import SimpleNamespace
+
+    from babyllama.tune.record import metrics_callback
+
+    for own_clock_expired, main_says_stop in [(False, True), (True, False), (False, False), (True, True)]:
+        asked = []
+
+        def rank0(value):
+            asked.append(value)
+            return main_says_stop
+
+        callback = metrics_callback(record=None, max_time=0.0 if own_clock_expired else 3600.0, agree=rank0)
+        control = SimpleNamespace(should_training_stop=False)
+        callback.on_step_end(None, None, control)
+        assert asked == [own_clock_expired]
+        assert control.should_training_stop is main_says_stop

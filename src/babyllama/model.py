@@ -66,8 +66,6 @@ class KVCache:
 
 
 class Attention(nn.Module):
-    fused = False  # see Llama.fuse_projections
-
     def __init__(self, config: ModelConfig, layer_index: int):
         super().__init__()
         self.layer_index = layer_index
@@ -78,20 +76,11 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(config.n_heads * config.head_dim, config.dim, bias=False)
         self.dropout = config.dropout
 
-    def _qkv(self, x):
-        if not self.fused:
-            return self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        # One wide matmul instead of three narrow ones (the weights stay separate, as Hugging Face names them).
-        weight = torch.cat((self.q_proj.weight, self.k_proj.weight, self.v_proj.weight))
-        kv_width = self.n_kv_heads * self.head_dim
-        return F.linear(x, weight).split((self.n_heads * self.head_dim, kv_width, kv_width), dim=-1)
-
     def forward(self, x, cos, sin, cache: Optional[KVCache] = None, start_pos: int = 0, mask=None):
         batch, time, _ = x.shape
-        q, k, v = self._qkv(x)
-        q = q.view(batch, time, self.n_heads, self.head_dim).transpose(1, 2)
-        k = k.view(batch, time, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = v.view(batch, time, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q = self.q_proj(x).view(batch, time, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(batch, time, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(batch, time, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
 
         if cache is not None:
@@ -114,8 +103,6 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    fused = False  # see Llama.fuse_projections
-
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.gate_proj = nn.Linear(config.dim, config.hidden_dim, bias=False)
@@ -123,11 +110,7 @@ class FeedForward(nn.Module):
         self.down_proj = nn.Linear(config.hidden_dim, config.dim, bias=False)
 
     def forward(self, x):
-        if self.fused:
-            gate, up = F.linear(x, torch.cat((self.gate_proj.weight, self.up_proj.weight))).chunk(2, dim=-1)
-        else:
-            gate, up = self.gate_proj(x), self.up_proj(x)
-        return self.down_proj(F.silu(gate) * up)
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
 class Block(nn.Module):
@@ -182,13 +165,6 @@ class Llama(nn.Module):
                 nn.init.normal_(param, mean=0.0, std=residual_std)
             else:
                 nn.init.normal_(param, mean=0.0, std=0.02)
-
-    def fuse_projections(self, on: bool = True) -> "Llama":
-        """Compute q/k/v and gate/up each as one wider matmul (same weights, same names, same results)."""
-        for module in self.modules():
-            if isinstance(module, (Attention, FeedForward)):
-                module.fused = on
-        return self
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
         total = sum(p.numel() for p in self.parameters())

@@ -133,15 +133,35 @@ def find_tokenizer(folder: Path) -> Optional[BabyTokenizer]:
     return None
 
 
+def is_adapter_folder(path: str | Path) -> bool:
+    """A LoRA adapter as PEFT saves it (a fine-tune's adapter/ or a mid-run checkpoint-N), without a base model."""
+    path = Path(path)
+    return (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
+
+
+def _merged_adapter(adapter: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], Path]:
+    """Base model + adapter merged, as (config, Hugging Face state dict, base folder)."""
+    from babyllama.tune.hfmodel import load_hf_model
+
+    merged, base = load_hf_model(adapter)
+    config = model_config_from_hf(json.loads((base / "config.json").read_text()), base)
+    return config, merged.state_dict(), base
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu",
                need_tokenizer: bool = True) -> tuple[Llama, Optional[BabyTokenizer], Path]:
-    folder = resolve_model_folder(path)
-    try:
-        hf = json.loads((folder / "config.json").read_text())
-    except json.JSONDecodeError as err:
-        raise BabyLlamaError(f"{folder}/config.json is not valid JSON: {err}") from None
-    config = model_config_from_hf(hf, folder)
-    state = _read_weights(folder)
+    if is_adapter_folder(path):
+        config, state, folder = _merged_adapter(Path(path))
+        tokenizer = find_tokenizer(Path(path)) or find_tokenizer(folder)
+    else:
+        folder = resolve_model_folder(path)
+        try:
+            hf = json.loads((folder / "config.json").read_text())
+        except json.JSONDecodeError as err:
+            raise BabyLlamaError(f"{folder}/config.json is not valid JSON: {err}") from None
+        config = model_config_from_hf(hf, folder)
+        state = _read_weights(folder)
+        tokenizer = find_tokenizer(folder)
     model = Llama(config)
     expected = set(weights_to_save(model))
     missing, unexpected = expected - set(state), set(state) - expected - {"lm_head.weight"}
@@ -157,7 +177,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
                                  f"{tuple(target.shape)}")
         with torch.no_grad():
             target.copy_(tensor.to(torch.float32))
-    tokenizer = find_tokenizer(folder)
     if need_tokenizer and tokenizer is None:
         raise BabyLlamaError(f"no tokenizer (tokenizer.json) found with the model in {folder}")
     if tokenizer is not None and tokenizer.vocab_size > config.vocab_size:

@@ -16,10 +16,10 @@ from babyllama.errors import BabyLlamaError
 
 def resolve(path: str | Path) -> tuple[Path, Optional[Path]]:
     """(model folder, adapter folder or None) for a run folder, checkpoint, HF folder or adapter folder."""
-    from babyllama.modelio import resolve_model_folder
+    from babyllama.modelio import is_adapter_folder, resolve_model_folder
 
     path = Path(path)
-    if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+    if is_adapter_folder(path):
         base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
         if not base or not Path(base).exists():
             raise BabyLlamaError(f"{path} is a LoRA adapter whose base model ({base}) is not on this machine")

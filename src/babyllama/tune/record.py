@@ -45,17 +45,25 @@ def marked_on_failure(record):
         raise
 
 
-def metrics_callback(record, max_time=None):
+def metrics_callback(record, max_time=None, agree=None):
     """A TrainerCallback that appends every log (train and eval) to the run's metrics.jsonl, and stops training
-    once max_time seconds have passed (the trainer then saves and finishes normally)."""
+    once max_time seconds have passed (the trainer then saves and finishes normally).
+
+    With several processes the main process's clock decides for all (agree: rank 0's value on every rank), so
+    no rank stops a step before the others and leaves them waiting in a collective.
+    """
     from transformers import TrainerCallback
+
+    from babyllama.train.distributed import agree_with_main
+
+    agree = agree or agree_with_main
 
     class RunRecordCallback(TrainerCallback):
         def __init__(self):
             self.started = time.time()
 
         def on_step_end(self, args, state, control, **kwargs):
-            if max_time is not None and time.time() - self.started >= max_time:
+            if max_time is not None and agree(time.time() - self.started >= max_time):
                 control.should_training_stop = True
 
         def on_log(self, args, state, control, logs=None, **kwargs):
