@@ -222,3 +222,31 @@ def test_checkpoints_are_ordered_and_pruned_by_step_number(tmp_path):
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)][-1] == "step_1000000"
     ckpt.prune_checkpoints(tmp_path, keep=1)
     assert [p.name for p in root.iterdir()] == ["step_1000000"]
+
+
+@pytest.mark.parametrize("on_device", [True, False])
+def test_nonfinite_guard_skips_updates_with_or_without_a_host_decision(on_device):
+    """The device decision (fused AdamW's found_inf) and the host decision skip exactly the same updates."""
+    from babyllama.train.nonfinite import NonFiniteGuard
+
+    param = torch.nn.Parameter(torch.ones(4))
+    optimizer = torch.optim.AdamW([param], lr=0.1, fused=True)
+    guard = NonFiniteGuard(optimizer, torch.device("cpu"), max_in_a_row=2, resume_hint="runs/x", on_device=on_device)
+    assert guard.checks_every_step is not on_device
+    messages = []
+
+    def step(loss: float, grad: float) -> bool:
+        param.grad = torch.full((4,), grad)
+        return bool(guard.step(torch.tensor(loss), param.grad.norm(), optimizer.step))
+
+    assert step(1.0, 1.0)
+    after_one = param.detach().clone()
+    assert not step(float("nan"), 1.0) and not step(1.0, float("inf"))
+    assert torch.equal(param.detach(), after_one) and int(optimizer.state[param]["step"]) == 1
+    with pytest.raises(BabyLlamaError, match="stopping at step 3: 2 steps in a row"):
+        guard.check(3, messages.append)
+    assert guard.skipped == 2 and messages == ["step 3: 2 steps with a non-finite loss or gradient; update skipped "
+                                               "(2 so far)"]
+    assert step(1.0, 1.0) and int(optimizer.state[param]["step"]) == 2 and param.grad is None
+    guard.check(4, messages.append)  # nothing new: silent
+    assert len(messages) == 1

@@ -123,7 +123,8 @@ class TrainConfig:
     adam_epsilon: float = opt(1e-8, "AdamW epsilon")
     max_grad_norm: float = opt(1.0, "clip gradients to this global norm (0 disables)")
     max_consecutive_nonfinite: int = opt(10, "stop after this many optimizer steps in a row with a NaN/Inf loss or "
-                                             "gradient (each one is skipped and counted)")
+                                             "gradient (each one is skipped and counted; checked when logging or "
+                                             "saving)")
     stop_timeout: float = opt(60.0, "after SIGTERM/Ctrl-C, seconds allowed to finish the step and checkpoint; "
                                     "past it the process exits at once (the previous checkpoint stays valid)")
     seed: int = opt(42, "seed for weights, data order and dropout")

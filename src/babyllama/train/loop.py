@@ -32,9 +32,11 @@ from babyllama.records.run import RunRecord, check_run_name, default_run_name
 from babyllama.records.trackers import open_trackers
 from babyllama.train import checkpoint as ckpt
 from babyllama.train import faults
-from babyllama.train.distributed import Distributed, Silent, env_world_size, fit_global_batch, local_scalar
+from babyllama.train.distributed import Distributed, Silent, env_world_size, fit_global_batch
 from babyllama.train.resources import preflight
 from babyllama.train.fastpaths import BatchLoader
+from babyllama.train.nonfinite import NonFiniteGuard
+from babyllama.train.step import OptimizerStep
 from babyllama.train.device import Precision, choose_precision, peak_flops, resolve_device, synchronize
 from babyllama.train.optim import build_optimizer, learning_rate_at
 from babyllama.train.recipes import recipe_for
@@ -288,7 +290,7 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
     optimizer = build_optimizer(model, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                 betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon, device=device)
     scaler = torch.amp.GradScaler(device.type) if precision.dtype == torch.float16 else None
-    step, tokens_seen, spent, skipped, in_a_row = 0, 0, 0.0, 0, 0
+    step, tokens_seen, spent, skipped = 0, 0, 0.0, 0
     best: dict[str, Any] = {}
     if plan.resume_from:
         from babyllama.modelio import load_model
@@ -362,7 +364,8 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
 
     def trainer_state() -> dict:
         return {"step": step, "tokens_seen": tokens_seen, "elapsed_seconds": budget.elapsed() if budget else
-                spent + time.time() - started, "skipped_steps": skipped, "best": best, "total_steps": total_steps,
+                spent + time.time() - started, "skipped_steps": guard.skipped, "best": best,
+                "total_steps": total_steps,
                 "config": config_record, "data_fingerprint": data.fingerprint, "world_size": dist.world_size}
 
     def run_eval() -> dict:
@@ -399,7 +402,12 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
     write = bar.write if not cfg.disable_tqdm else log
     window_start, window_tokens, window_eval_seconds = time.time(), 0, 0.0
     loss_sum = torch.zeros((), device=device)
-    loss_count = 0
+    loss_count = torch.zeros((), device=device)
+    guard = NonFiniteGuard(optimizer, device, cfg.max_consecutive_nonfinite, resume_hint=str(run_dir),
+                           skipped=skipped, on_device=scaler is None and not cfg.fsdp)
+    optimizer_step = OptimizerStep(forward=compiled, trained=trained, model=model, optimizer=optimizer, scaler=scaler,
+                                   precision=precision, dist=dist, load_batch=load_batch,
+                                   accumulation=batches.accumulation, max_grad_norm=cfg.max_grad_norm, guard=guard)
     eval_seconds_each = 0.0
     next_eval_time = (cfg.max_time / 10) if budget and not eval_every else None
     model.train()
@@ -411,44 +419,12 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
                 lr = learning_rate_at(step, total_steps=total_steps, peak=cfg.learning_rate, kind=cfg.lr_scheduler_type,
                                       warmup_steps=cfg.warmup_steps or int(cfg.warmup_ratio * total_steps),
                                       min_ratio=cfg.min_lr_ratio)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                step_loss = torch.zeros((), device=device)
-                for micro in range(batches.accumulation):
-                    inputs, targets = load_batch(step, micro)  # prefetched + pinned on CUDA (train/fastpaths.py)
-                    # Gradients are all-reduced across processes on the last micro-step only.
-                    with dist.gradient_sync(trained, micro == batches.accumulation - 1):
-                        with precision.autocast():
-                            loss = compiled(inputs, targets) / batches.accumulation
-                        (scaler.scale(loss) if scaler else loss).backward()
-                    step_loss += loss.detach()
-                step_loss = dist.mean(step_loss)  # the loss of the whole global batch, the same on every rank
-                if scaler:
-                    scaler.unscale_(optimizer)
-                grad_norm = local_scalar(torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                                                        cfg.max_grad_norm or float("inf")))
-                if not bool(torch.isfinite(step_loss) & torch.isfinite(grad_norm)):
-                    skipped += 1
-                    in_a_row += 1
-                    optimizer.zero_grad(set_to_none=True)
-                    write(f"step {step}: non-finite loss or gradient; update skipped ({skipped} so far)")
-                    if in_a_row >= cfg.max_consecutive_nonfinite:
-                        raise BabyLlamaError(
-                            f"stopping at step {step}: {in_a_row} steps in a row had a NaN/Inf loss or gradient "
-                            f"(--max_consecutive_nonfinite {cfg.max_consecutive_nonfinite}); their updates were "
-                            f"skipped, so the weights and the last checkpoint are finite. Lower --learning_rate or "
-                            f"check the data, then resume with --resume_from_checkpoint {run_dir}")
-                else:
-                    in_a_row = 0
-                    if scaler:
-                        scaler.step(optimizer)
-                        scaler.update()
-                    else:
-                        optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    loss_sum += step_loss
-                    loss_count += 1
+                step_loss, grad_norm, finite = optimizer_step(step, lr)
+                loss_sum += torch.where(finite, step_loss, 0.0)
+                loss_count += finite
                 step += 1
+                if guard.checks_every_step:
+                    guard.check(step - 1, write)
                 tokens_seen += tokens_per_step
                 window_tokens += tokens_per_step
                 bar.update(1)
@@ -464,25 +440,29 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
                 stopping, (total_steps, time_due) = dist.agree(stop.requested is not None, total_steps, time_due,
                                                                device=device)
 
-                if step % cfg.logging_steps == 0 or step == total_steps:
+                due_log = step % cfg.logging_steps == 0 or step == total_steps
+                due_save = any(every and step % every == 0 for every in (cfg.save_steps, eval_every))
+                if not guard.checks_every_step and (due_log or due_save or time_due or stopping):
+                    guard.check(step - 1, write)  # before anything is logged or saved
+                if due_log:
                     synchronize(device)
                     seconds = time.time() - window_start - window_eval_seconds
-                    metrics = {"step": step, "loss": (loss_sum / max(loss_count, 1)).item(), "learning_rate": lr,
+                    metrics = {"step": step, "loss": (loss_sum / loss_count.clamp(min=1)).item(), "learning_rate": lr,
                                "grad_norm": grad_norm.item(), "tokens_seen": tokens_seen,
                                "tokens_per_second": window_tokens / max(seconds, 1e-9),
                                "epoch": round(sampler.epoch_of(step * batches.global_batch), 4),
                                "elapsed_seconds": round(trainer_state()["elapsed_seconds"], 2)}
                     if peak:
                         metrics["mfu"] = metrics["tokens_per_second"] * flops_per_token / peak
-                    if skipped:
-                        metrics["skipped_steps"] = skipped
+                    if guard.skipped:
+                        metrics["skipped_steps"] = guard.skipped
                     record.log_metrics(metrics)
                     trackers.log(metrics, step)
                     write(f"step {step:>6}/{total_steps} | loss {metrics['loss']:.4f} | lr {lr:.2e} | "
                           f"grad norm {metrics['grad_norm']:.3f} | {metrics['tokens_per_second']:,.0f} tok/s"
                           + (f" | MFU {metrics['mfu']:.1%}" if peak else ""))
                     loss_sum.zero_()
-                    loss_count = 0
+                    loss_count.zero_()
                     window_start, window_tokens, window_eval_seconds = time.time(), 0, 0.0
 
                 due_eval = (eval_every and step % eval_every == 0) or time_due
@@ -531,7 +511,7 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
         bar.close()
         trackers.close(status)
         record.finish(status, error=error, final_metrics=final_metrics, best_metrics=best, step=step,
-                      tokens_seen=tokens_seen, skipped_steps=skipped,
+                      tokens_seen=tokens_seen, skipped_steps=guard.skipped,
                       checkpoints=[str(p) for p in ckpt.list_checkpoints(run_dir)],
                       model_path=str(run_dir / "model") if status == "completed" else None)
     if status == "interrupted":
