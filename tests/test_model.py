@@ -87,4 +87,3 @@ def test_context_overflow_is_an_error():
     model = Llama(ModelConfig(dim=32, n_layers=1, n_heads=2, vocab_size=40, max_seq_len=8))
     with pytest.raises(ValueError, match="context"):
         model(torch.zeros((1, 9), dtype=torch.long))
-

@@ -79,7 +79,7 @@ def test_too_many_nonfinite_steps_in_a_row_stop_with_a_clear_message(prepared_51
     with pytest.raises(BabyLlamaError) as err:
         pretrain_tiny(prepared_512, tmp_path, "nans", max_steps=30, save_steps=1, max_consecutive_nonfinite=4, **FAST)
     message = str(err.value)
-    assert "stopping at step 6: 4 steps in a row had a NaN/Inf loss or gradient" in message
+    assert "stopping at step 7: 4 steps in a row had a NaN/Inf loss or gradient" in message  # steps 4..7 of the log
     assert "--max_consecutive_nonfinite 4" in message and "--resume_from_checkpoint" in message
     run = tmp_path / "nans"
     manifest = json.loads((run / "manifest.json").read_text())
@@ -226,13 +226,14 @@ def test_checkpoints_are_ordered_and_pruned_by_step_number(tmp_path):
 
 @pytest.mark.parametrize("on_device", [True, False])
 def test_nonfinite_guard_skips_updates_with_or_without_a_host_decision(on_device):
-    """The device decision (fused AdamW's found_inf) and the host decision skip exactly the same updates."""
+    """The device decision (fused AdamW's found_inf) and the host decision skip exactly the same updates, and a
+    streak that ended before the check still stops the run."""
     from babyllama.train.nonfinite import NonFiniteGuard
 
     param = torch.nn.Parameter(torch.ones(4))
     optimizer = torch.optim.AdamW([param], lr=0.1, fused=True)
     guard = NonFiniteGuard(optimizer, torch.device("cpu"), max_in_a_row=2, resume_hint="runs/x", on_device=on_device)
-    assert guard.checks_every_step is not on_device
+    assert guard.due(1) is not on_device and guard.due(2)  # deferred checks come at least every max_in_a_row steps
     messages = []
 
     def step(loss: float, grad: float) -> bool:
@@ -243,10 +244,37 @@ def test_nonfinite_guard_skips_updates_with_or_without_a_host_decision(on_device
     after_one = param.detach().clone()
     assert not step(float("nan"), 1.0) and not step(1.0, float("inf"))
     assert torch.equal(param.detach(), after_one) and int(optimizer.state[param]["step"]) == 1
-    with pytest.raises(BabyLlamaError, match="stopping at step 3: 2 steps in a row"):
-        guard.check(3, messages.append)
-    assert guard.skipped == 2 and messages == ["step 3: 2 steps with a non-finite loss or gradient; update skipped "
-                                               "(2 so far)"]
     assert step(1.0, 1.0) and int(optimizer.state[param]["step"]) == 2 and param.grad is None
-    guard.check(4, messages.append)  # nothing new: silent
-    assert len(messages) == 1
+    with pytest.raises(BabyLlamaError, match="stopping at step 4: 2 steps in a row"):
+        guard.check(4, messages.append)
+    assert guard.skipped == 2 and messages == ["by step 4: 2 steps with a non-finite loss or gradient; update "
+                                               "skipped (2 so far)"]
+    assert not step(float("nan"), 1.0)
+    guard.check(5, messages.append)  # one skip is not a streak of two
+    assert guard.skipped == 3 and len(messages) == 2
+    guard.check(6, messages.append)  # nothing new: silent
+    assert len(messages) == 2 and guard.flush() == 3
+
+
+def test_fp16_grad_scaler_overflow_is_left_to_the_scaler():
+    """With a GradScaler an overflowing gradient is routine: the scaler skips that update and lowers its scale, the
+    guard counts nothing, and the next step runs (unscale_ needs the scaler's update() after every step)."""
+    from babyllama.train.nonfinite import NonFiniteGuard
+
+    param = torch.nn.Parameter(torch.ones(4))
+    optimizer = torch.optim.AdamW([param], lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8)
+    guard = NonFiniteGuard(optimizer, torch.device("cpu"), max_in_a_row=2, resume_hint="runs/x", scaler=scaler)
+
+    def update():
+        scaler.step(optimizer)
+        scaler.update()
+
+    for grad in (float("inf"), 1.0):
+        scaler.scale(torch.tensor(1.0))  # as the loop scales the loss before backward
+        param.grad = torch.full((4,), grad)
+        scaler.unscale_(optimizer)
+        assert bool(guard.step(torch.tensor(1.0), param.grad.norm(), update))
+    assert scaler.get_scale() == 2.0 ** 7 and int(optimizer.state[param]["step"]) == 1
+    guard.check(2, print)
+    assert guard.skipped == 0

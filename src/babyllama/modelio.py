@@ -151,8 +151,9 @@ def _merged_adapter(adapter: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]
 def load_model(path: str | Path, device: str | torch.device = "cpu",
                need_tokenizer: bool = True) -> tuple[Llama, Optional[BabyTokenizer], Path]:
     if is_adapter_folder(path):
-        config, state, folder = _merged_adapter(Path(path))
-        tokenizer = find_tokenizer(Path(path)) or find_tokenizer(folder)
+        config, state, base = _merged_adapter(Path(path))
+        folder = Path(path)  # callers read the tokenizer and chat template from here: the fine-tune's own
+        tokenizer = find_tokenizer(folder) or find_tokenizer(base)
     else:
         folder = resolve_model_folder(path)
         try:

@@ -11,9 +11,8 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Optional
 
-import torch
-
 import numpy as np
+import torch
 
 from babyllama.data.batches import BatchPlan, WindowSampler, split_rows
 
@@ -39,7 +38,7 @@ class BatchLoader:
     def _host_rows(self, key: tuple[int, int]) -> torch.Tensor:
         step, micro = key
         rows = self.sampler.rows(self.plan.first_sample(step, micro), self.plan.micro_batch)
-        # CPU math wants int64 ids; a GPU gets int32 (token ids are far below 2**31) and widens them itself.
+        # CPU math wants int64 ids; an accelerator gets int32 (ids are far below 2**31) and widens them itself.
         rows = torch.from_numpy(rows.astype(np.int32 if self.compact else np.int64))
         if self.pin:
             # Pinned host memory lets the copy below run asynchronously with the step already queued.

@@ -293,8 +293,6 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
     step, tokens_seen, spent, skipped = 0, 0, 0.0, 0
     best: dict[str, Any] = {}
     if plan.resume_from:
-        from babyllama.modelio import load_model
-
         _, optimizer_state, rng = ckpt.load_training_state(plan.resume_from)
         dist.load_optimizer(optimizer, optimizer_state)
         rng, rng_note = dist.own_rng(rng)
@@ -404,10 +402,12 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
     loss_sum = torch.zeros((), device=device)
     loss_count = torch.zeros((), device=device)
     guard = NonFiniteGuard(optimizer, device, cfg.max_consecutive_nonfinite, resume_hint=str(run_dir),
-                           skipped=skipped, on_device=scaler is None and not cfg.fsdp)
+                           skipped=skipped, scaler=scaler, on_device=not dist.fsdp)
     optimizer_step = OptimizerStep(forward=compiled, trained=trained, model=model, optimizer=optimizer, scaler=scaler,
                                    precision=precision, dist=dist, load_batch=load_batch,
-                                   accumulation=batches.accumulation, max_grad_norm=cfg.max_grad_norm, guard=guard)
+                                   accumulation=batches.accumulation, max_grad_norm=cfg.max_grad_norm, guard=guard,
+                                   device=device)
+    previous_start, overhead = None, 0.0  # the last iteration's start and its evaluation/save seconds
     eval_seconds_each = 0.0
     next_eval_time = (cfg.max_time / 10) if budget and not eval_every else None
     model.train()
@@ -415,6 +415,11 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
         with StopRequest(cfg.stop_timeout, lambda why: record.update(status="interrupted", error=why)) as stop:
             while step < total_steps:
                 step_start = time.time()
+                if budget and previous_start is not None and step > 2:  # the first steps compile and warm up
+                    # The whole last iteration but its evaluation/save: the host queues steps ahead of the device,
+                    # so the device's time shows up where the loop waits (at logging), not inside the step.
+                    budget.observe(step_start - previous_start - overhead)
+                previous_start, overhead = step_start, 0.0
                 faults.point("train.step")
                 lr = learning_rate_at(step, total_steps=total_steps, peak=cfg.learning_rate, kind=cfg.lr_scheduler_type,
                                       warmup_steps=cfg.warmup_steps or int(cfg.warmup_ratio * total_steps),
@@ -423,17 +428,12 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
                 loss_sum += torch.where(finite, step_loss, 0.0)
                 loss_count += finite
                 step += 1
-                if guard.checks_every_step:
-                    guard.check(step - 1, write)
                 tokens_seen += tokens_per_step
                 window_tokens += tokens_per_step
                 bar.update(1)
-                if budget:
-                    if step > 2:  # the first steps include compilation and warm-up
-                        budget.observe(time.time() - step_start)
-                    if cfg.max_steps <= 0:
-                        total_steps = max(step, budget.total_steps(step, reserve=eval_seconds_each))
-                        bar.total = total_steps
+                if budget and cfg.max_steps <= 0:
+                    total_steps = max(step, budget.total_steps(step, reserve=eval_seconds_each))
+                    bar.total = total_steps
                 time_due = next_eval_time is not None and budget.elapsed() >= next_eval_time
                 # All ranks agree once per step: a signal on any rank stops every rank; rank 0's clock rules the
                 # time budget (a no-op with one process).
@@ -442,8 +442,8 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
 
                 due_log = step % cfg.logging_steps == 0 or step == total_steps
                 due_save = any(every and step % every == 0 for every in (cfg.save_steps, eval_every))
-                if not guard.checks_every_step and (due_log or due_save or time_due or stopping):
-                    guard.check(step - 1, write)  # before anything is logged or saved
+                if due_log or due_save or time_due or stopping or guard.due(step):
+                    guard.check(step, write)  # before anything is logged or saved
                 if due_log:
                     synchronize(device)
                     seconds = time.time() - window_start - window_eval_seconds
@@ -479,10 +479,12 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
                         save()
                     eval_seconds_each = time.time() - eval_start
                     window_eval_seconds += eval_seconds_each
+                    overhead += eval_seconds_each
                 elif cfg.save_steps and step % cfg.save_steps == 0 and step < total_steps:
                     save_start = time.time()
                     save()
                     window_eval_seconds += time.time() - save_start
+                    overhead += time.time() - save_start
 
                 if stopping:
                     write(f"{stop.requested or 'a stop request on another process'} received: checkpointing at "
@@ -511,7 +513,7 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
         bar.close()
         trackers.close(status)
         record.finish(status, error=error, final_metrics=final_metrics, best_metrics=best, step=step,
-                      tokens_seen=tokens_seen, skipped_steps=guard.skipped,
+                      tokens_seen=tokens_seen, skipped_steps=guard.flush(),
                       checkpoints=[str(p) for p in ckpt.list_checkpoints(run_dir)],
                       model_path=str(run_dir / "model") if status == "completed" else None)
     if status == "interrupted":

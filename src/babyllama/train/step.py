@@ -15,10 +15,15 @@ from babyllama.train.nonfinite import NonFiniteGuard
 
 
 class OptimizerStep:
+    """forward: the (compiled) training module to call; trained: the module as wrapped for several processes (DDP,
+    FSDP), which controls gradient synchronisation; model: the plain model, whose parameters are clipped."""
+
     def __init__(self, *, forward: Callable, trained: torch.nn.Module, model: torch.nn.Module,
                  optimizer: torch.optim.Optimizer, scaler: Optional[torch.amp.GradScaler], precision, dist,
-                 load_batch: Callable, accumulation: int, max_grad_norm: Optional[float], guard: NonFiniteGuard):
+                 load_batch: Callable, accumulation: int, max_grad_norm: Optional[float], guard: NonFiniteGuard,
+                 device: torch.device):
         self.forward, self.trained, self.model, self.optimizer, self.scaler = forward, trained, model, optimizer, scaler
+        self.device = device
         self.precision, self.dist, self.load_batch, self.accumulation = precision, dist, load_batch, accumulation
         self.max_grad_norm, self.guard = max_grad_norm or float("inf"), guard
 
@@ -26,7 +31,7 @@ class OptimizerStep:
         """(loss of the global batch, gradient norm, finite flag), all on the device."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        step_loss = torch.zeros((), device=self.guard.device)
+        step_loss = torch.zeros((), device=self.device)
         for micro in range(self.accumulation):
             inputs, targets = self.load_batch(step, micro)  # prefetched + pinned on CUDA (train/fastpaths.py)
             # Gradients are all-reduced across processes on the last micro-step only.
