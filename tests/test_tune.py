@@ -6,6 +6,7 @@ All on the tiny pretrained run of conftest.py, a few optimizer steps each.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -203,6 +204,16 @@ def test_lora_sft_merge_export_chat(tiny_run, data_dir, tmp_path, capsys):
     from_checkpoint, _, _ = load_model(tmp_path / "from_checkpoint")
     with torch.no_grad():
         torch.testing.assert_close(from_checkpoint(ids), merged(ids).logits, rtol=1e-4, atol=1e-4)
+    # a run interrupted before its final model: the run folder means its newest checkpoint-N
+    interrupted = tmp_path / "interrupted"
+    shutil.copytree(run, interrupted, ignore=shutil.ignore_patterns("model", "adapter"))
+    (interrupted / "checkpoints" / "checkpoint-1").rename(interrupted / "checkpoints" / "checkpoint-10")
+    (interrupted / "checkpoints" / "checkpoint-2").rename(interrupted / "checkpoints" / "checkpoint-9")
+    newest, _, folder = load_model(interrupted)
+    assert folder == interrupted / "checkpoints" / "checkpoint-10"  # by number, not by name
+    first, _, _ = load_model(run / "checkpoints" / "checkpoint-1")
+    with torch.no_grad():
+        torch.testing.assert_close(newest(ids), first(ids), rtol=0, atol=0)
 
     capsys.readouterr()
     assert cli("chat", "--model", run, "--message", "Say hi.", "--max_new_tokens", "8") == 0

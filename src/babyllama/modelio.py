@@ -107,9 +107,11 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def resolve_model_folder(path: str | Path) -> Path:
-    """A run folder means its final model/, or else its newest complete checkpoint."""
+    """The folder that `--model PATH` loads: a model folder (or a LoRA adapter folder) as given; for a run folder its
+    final model/, or else its newest complete checkpoint: babyllama's step_N, or a fine-tune's checkpoint-N (which
+    holds only the adapter when the run trains LoRA)."""
     path = Path(path)
-    if (path / "config.json").is_file():
+    if (path / "config.json").is_file() or is_adapter_folder(path):
         return path
     if (path / "model" / "config.json").is_file():
         return path / "model"
@@ -117,13 +119,20 @@ def resolve_model_folder(path: str | Path) -> Path:
     if checkpoints.is_dir():
         from babyllama.train.checkpoint import latest_checkpoint
 
-        latest = latest_checkpoint(path)
+        latest = latest_checkpoint(path) or _newest_trainer_checkpoint(checkpoints)
         if latest is not None:
             return latest
     if not path.exists():
         raise BabyLlamaError(f"--model {path} does not exist")
     raise BabyLlamaError(f"{path} is neither a model folder (config.json + {WEIGHTS}) nor a run folder with a model "
                          f"or checkpoint")
+
+
+def _newest_trainer_checkpoint(checkpoints: Path) -> Optional[Path]:
+    """The Trainer's checkpoint-N with the highest N that holds a model or an adapter."""
+    found = [folder for folder in checkpoints.glob("checkpoint-*") if folder.name[len("checkpoint-"):].isdigit()
+             and ((folder / "config.json").is_file() or (folder / "adapter_config.json").is_file())]
+    return max(found, key=lambda folder: int(folder.name[len("checkpoint-"):]), default=None)
 
 
 def find_tokenizer(folder: Path) -> Optional[BabyTokenizer]:
@@ -150,12 +159,12 @@ def _merged_adapter(adapter: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]
 
 def load_model(path: str | Path, device: str | torch.device = "cpu",
                need_tokenizer: bool = True) -> tuple[Llama, Optional[BabyTokenizer], Path]:
-    if is_adapter_folder(path):
-        config, state, base = _merged_adapter(Path(path))
-        folder = Path(path)  # callers read the tokenizer and chat template from here: the fine-tune's own
+    folder = resolve_model_folder(path)
+    if is_adapter_folder(folder):
+        # Callers read the tokenizer and chat template from `folder`: the fine-tune's own, not its base's.
+        config, state, base = _merged_adapter(folder)
         tokenizer = find_tokenizer(folder) or find_tokenizer(base)
     else:
-        folder = resolve_model_folder(path)
         try:
             hf = json.loads((folder / "config.json").read_text())
         except json.JSONDecodeError as err:

@@ -45,12 +45,11 @@ def run(args) -> int:
     examples = story_examples(stories, args.num_words, args.sentence_prob, args.seed, args.max_words)
     dropped = 0
     if args.model:
-        from babyllama.modelio import resolve_model_folder
-        from babyllama.tune.hfmodel import load_tokenizer
+        from babyllama.tune.hfmodel import load_tokenizer, resolve
 
-        folder = resolve_model_folder(args.model)
+        folder, adapter = resolve(args.model)  # an adapter checkpoint: the context is its base model's
         context = json.loads((folder / "config.json").read_text()).get("max_position_embeddings", 2048)
-        examples, dropped = fits_context(examples, load_tokenizer(folder), context)
+        examples, dropped = fits_context(examples, load_tokenizer(adapter or folder), context)
     if args.heldout < 0 or args.heldout >= len(examples):
         raise BabyLlamaError(f"--heldout {args.heldout}: there are {len(examples)} examples; keep some to train on")
     random.Random(args.seed).shuffle(examples)

@@ -18,13 +18,13 @@ def resolve(path: str | Path) -> tuple[Path, Optional[Path]]:
     """(model folder, adapter folder or None) for a run folder, checkpoint, HF folder or adapter folder."""
     from babyllama.modelio import is_adapter_folder, resolve_model_folder
 
-    path = Path(path)
-    if is_adapter_folder(path):
-        base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    folder = resolve_model_folder(path)
+    if is_adapter_folder(folder):
+        base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
         if not base or not Path(base).exists():
-            raise BabyLlamaError(f"{path} is a LoRA adapter whose base model ({base}) is not on this machine")
-        return resolve_model_folder(base), path
-    return resolve_model_folder(path), None
+            raise BabyLlamaError(f"{folder} is a LoRA adapter whose base model ({base}) is not on this machine")
+        return resolve_model_folder(base), folder
+    return folder, None
 
 
 def tokenizer_folder(model_folder: Path) -> Path:
