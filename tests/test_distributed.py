@@ -22,7 +22,9 @@ import torch
 from conftest import TINY_MODEL, pretrain_tiny
 
 from babyllama.errors import BabyLlamaError
-from babyllama.train.distributed import Distributed, Silent, fit_global_batch, torchrun_argv
+from babyllama.train.distributed import Distributed
+from babyllama.train.global_batch import fit_global_batch
+from babyllama.train.launch import torchrun_argv
 
 STEPS = 12
 # Same seed, same global batch of 8: 2 processes x 4 and 1 process x 8 differ only in the order of floating-point
@@ -231,7 +233,12 @@ def test_single_process_helpers_are_no_ops():
     assert dist.on_main(lambda: 3) == 3
     with pytest.raises(BabyLlamaError, match="disk"):
         dist.on_main(lambda: (_ for _ in ()).throw(BabyLlamaError("disk full")))
-    assert Silent("folder").folder == "folder" and Silent().log_metrics({"loss": 1}) == ""
+    from babyllama.records.run import NullRecord
+
+    null = NullRecord("folder")
+    assert null.folder.name == "folder" and null.log_metrics({"loss": 1}) is None and null.arguments_text() == ""
+    with pytest.raises(AttributeError):  # a misspelled call fails on every rank, not only on rank 0
+        null.log_metric({"loss": 1})
 
 
 def test_fit_global_batch():

@@ -99,14 +99,13 @@ def _validate_config(path: Path) -> None:
 
     from babyllama.commands.common import explicit_values
     from babyllama.config import ModelConfig, TrainConfig, preset_model
-    from babyllama.train.loop import _check_positive
 
     train_values, model_values = explicit_values(argparse.Namespace(config=str(path)), TrainConfig, ModelConfig)
     cfg = TrainConfig(**train_values)
     for key, default in dict(per_device_train_batch_size=8, seq_len=64, learning_rate=1e-3, warmup_ratio=0.0).items():
         if getattr(cfg, key) is None:
             setattr(cfg, key, default)  # what the device recipe fills in
-    _check_positive(cfg)
+    cfg.validate()
     model = ModelConfig(**{**preset_model(cfg.preset), **model_values, "vocab_size": 512})
     model.validate()
     # Whatever passed must be a usable configuration.

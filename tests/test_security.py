@@ -68,7 +68,7 @@ def test_a_malicious_checkpoint_cannot_run_code(prepared_512, tmp_path):
     # A forger would also rewrite the checksums, so the index cannot be the defence: the loader must be.
     index = json.loads((folder / "checkpoint.json").read_text())
     index["files"]["optimizer.pt"] = {"bytes": (folder / "optimizer.pt").stat().st_size,
-                                      "sha256": ckpt._sha256(folder / "optimizer.pt")}
+                                      "sha256": ckpt.sha256(folder / "optimizer.pt")}
     (folder / "checkpoint.json").write_text(json.dumps(index))
     with pytest.raises(BabyLlamaError, match=r"refusing to load .*optimizer.pt: it holds Python objects other than "
                                              r"tensors"):

@@ -308,13 +308,15 @@ def test_a_resumed_run_continues_in_the_same_tracker_runs(tmp_path, monkeypatch)
             pass
 
     monkeypatch.setitem(trackers.BACKENDS, "wandb", Remembering)
-    record = RunRecord.start(str(tmp_path), "r", "pretrain", {})
-    trackers.open_trackers(["wandb"], record.folder, "r", {}).close("interrupted")
-    record.finish("interrupted")
-    assert json.loads((tmp_path / "r" / "manifest.json").read_text())["trackers"] == {"wandb": {"run_id": "id-1"}}
-    again = RunRecord.start(str(tmp_path), "r", "pretrain", {}, resume=True)
-    trackers.open_trackers(["wandb"], again.folder, "r", {}).close("completed")
-    again.finish("completed")
+    with pytest.raises(KeyboardInterrupt):
+        with RunRecord.start(str(tmp_path), "r", "pretrain", {}) as record:
+            record.open_trackers(["wandb"], {})
+            raise KeyboardInterrupt
+    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert manifest["trackers"] == {"wandb": {"run_id": "id-1"}} and manifest["status"] == "interrupted"
+    with RunRecord.start(str(tmp_path), "r", "pretrain", {}, resume=True) as again:
+        again.open_trackers(["wandb"], {})
+    assert json.loads((tmp_path / "r" / "manifest.json").read_text())["status"] == "completed"
     assert seen == [{}, {"run_id": "id-1"}]
 
 
@@ -328,9 +330,9 @@ def test_tracker_that_cannot_start_marks_the_run_failed(tmp_path, monkeypatch):
             raise ConnectionError("https://bob:hunter2hunter2@mlflow.example.org refused")
 
     monkeypatch.setitem(trackers.BACKENDS, "mlflow", Unreachable)
-    record = RunRecord.start(str(tmp_path), "r", "pretrain", {})
     with pytest.raises(BabyLlamaError, match=r"--report_to mlflow: could not start the tracker: .*bob:<PASSWORD>@"):
-        trackers.open_trackers(["mlflow"], record.folder, "r", {})
+        with RunRecord.start(str(tmp_path), "r", "pretrain", {}) as record:
+            record.open_trackers(["mlflow"], {})
     manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "hunter2" not in json.dumps(manifest)
 

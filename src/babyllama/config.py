@@ -22,7 +22,8 @@ from babyllama.errors import BabyLlamaError, did_you_mean
 
 
 def opt(default, help: str, **meta):
-    """A dataclass field with its --help text (and optional `choices`) attached."""
+    """A dataclass field with its --help text attached, and optionally `choices` and `resumable=True` (the option
+    may change when a run is resumed: anything else would break "continue as if it had never stopped")."""
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata={"help": help, **meta})
     return field(default=default, metadata={"help": help, **meta})
@@ -98,18 +99,18 @@ TRACKERS = ("none", "tensorboard", "wandb", "mlflow", "trackio")
 
 @dataclass
 class TrainConfig:
-    data: Optional[str] = opt(None, "prepared data folder (from `babyllama prepare`)")
+    data: Optional[str] = opt(None, "prepared data folder (from `babyllama prepare`)", resumable=True)
     preset: str = opt("260k", "model preset", choices=tuple(PRESETS))
     init_from: Optional[str] = opt(None, "start from this Hugging Face Llama folder or run instead of random weights")
     output_dir: str = opt("runs", "folder that holds run folders")
     run_name: Optional[str] = opt(None, "name of the run folder; default run<timestamp>")
     overwrite_output_dir: bool = opt(False, "replace an existing run folder of the same name")
-    resume_from_checkpoint: Optional[str] = opt(None, "run folder or checkpoint folder to continue exactly")
-    max_steps: int = opt(-1, "optimizer steps to train (-1: use max_time, else one epoch)")
-    max_time: Optional[float] = opt(None, "wall-clock budget in seconds; the schedule is fitted to it")
+    resume_from_checkpoint: Optional[str] = opt(None, "run folder or checkpoint folder to continue exactly", resumable=True)
+    max_steps: int = opt(-1, "optimizer steps to train (-1: train for --max_time, else for --num_train_epochs)", resumable=True)
+    max_time: Optional[float] = opt(None, "wall-clock budget in seconds; the schedule is fitted to it", resumable=True)
     num_train_epochs: float = opt(1.0, "epochs over the training split when neither max_steps nor max_time is set")
     per_device_train_batch_size: Optional[int] = opt(None, "sequences per micro-batch per device (default: recipe)")
-    per_device_eval_batch_size: Optional[int] = opt(None, "sequences per evaluation batch (default: train batch)")
+    per_device_eval_batch_size: Optional[int] = opt(None, "sequences per evaluation batch (default: train batch)", resumable=True)
     gradient_accumulation_steps: int = opt(1, "micro-batches per optimizer step")
     seq_len: Optional[int] = opt(None, "training sequence length (default: recipe, at most max_seq_len)")
     learning_rate: Optional[float] = opt(None, "peak learning rate (default: recipe)")
@@ -124,28 +125,71 @@ class TrainConfig:
     max_grad_norm: float = opt(1.0, "clip gradients to this global norm (0 disables)")
     max_consecutive_nonfinite: int = opt(10, "stop after this many optimizer steps in a row with a NaN/Inf loss or "
                                              "gradient (each one is skipped and counted; checked when logging or "
-                                             "saving)")
+                                             "saving)", resumable=True)
     stop_timeout: float = opt(60.0, "after SIGTERM/Ctrl-C, seconds allowed to finish the step and checkpoint; "
-                                    "past it the process exits at once (the previous checkpoint stays valid)")
+                                    "past it the process exits at once (the previous checkpoint stays valid)", resumable=True)
     seed: int = opt(42, "seed for weights, data order and dropout")
-    device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+    device: str = opt("auto", "cpu, cuda, cuda:N or auto", resumable=True)
     bf16: Optional[bool] = opt(None, "bf16 autocast (default: on where the device computes bf16 natively)")
     fp16: bool = opt(False, "fp16 autocast with loss scaling (CUDA)")
     fsdp: bool = opt(False, "under torchrun: shard weights, gradients and optimizer state across processes "
-                            "(FSDP2, torch fully_shard) instead of replicating them (DDP)")
+                            "(FSDP2, torch fully_shard) instead of replicating them (DDP)", resumable=True)
     torch_compile: Optional[bool] = opt(None, "compile the model with torch.compile (default: recipe)")
     loss_impl: str = opt("auto", "how the loss is computed: standard (full logits), chunked (no full-batch fp32 "
                                  "logits), liger (Liger Kernel, CUDA; falls back to chunked) or auto",
-                         choices=("auto", "standard", "chunked", "liger"))
-    logging_steps: int = opt(10, "log every N optimizer steps")
-    eval_steps: Optional[int] = opt(None, "evaluate every N steps (default: about 10 evaluations per run)")
-    save_steps: Optional[int] = opt(None, "checkpoint every N steps (default: at every evaluation)")
-    save_total_limit: Optional[int] = opt(2, "keep at most this many checkpoints (None keeps all)")
-    eval_max_tokens: Optional[int] = opt(None, "cap on validation tokens per evaluation (default: the whole split)")
-    num_samples: int = opt(2, "stories sampled into samples.md at each evaluation")
-    sample_max_new_tokens: int = opt(160, "length of those samples")
-    report_to: list = opt(["none"], "trackers: none, tensorboard, wandb, mlflow, trackio (several allowed)")
-    disable_tqdm: bool = opt(False, "no progress bar")
+                         choices=("auto", "standard", "chunked", "liger"), resumable=True)
+    logging_steps: int = opt(10, "log every N optimizer steps", resumable=True)
+    eval_steps: Optional[int] = opt(None, "evaluate every N steps (default: about 10 evaluations per run)", resumable=True)
+    save_steps: Optional[int] = opt(None, "checkpoint every N steps (default: at every evaluation)", resumable=True)
+    save_total_limit: Optional[int] = opt(2, "keep at most this many checkpoints (none keeps all)", resumable=True)
+    eval_max_tokens: Optional[int] = opt(None, "cap on validation tokens per evaluation (default: the whole split)", resumable=True)
+    num_samples: int = opt(2, "stories sampled into samples.md at each evaluation", resumable=True)
+    sample_max_new_tokens: int = opt(160, "length of those samples", resumable=True)
+    report_to: list = opt(["none"], "trackers: none, tensorboard, wandb, mlflow, trackio (several allowed)", resumable=True)
+    disable_tqdm: bool = opt(False, "no progress bar", resumable=True)
+
+
+    def validate(self) -> None:
+        """Every rule an option must meet, on a new run and a resumed one alike (after the recipe filled in the
+        defaults); errors name the option and the values it takes."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if "choices" in f.metadata and value not in f.metadata["choices"]:
+                raise BabyLlamaError(f"--{f.name} '{value}' is not one of {', '.join(f.metadata['choices'])}"
+                                     f"{did_you_mean(str(value), f.metadata['choices'])}")
+        positive = ["per_device_train_batch_size", "seq_len", "gradient_accumulation_steps", "learning_rate",
+                    "logging_steps", "num_train_epochs", "max_consecutive_nonfinite", "stop_timeout",
+                    "sample_max_new_tokens"]
+        optional = ["eval_steps", "save_steps", "max_time", "per_device_eval_batch_size", "eval_max_tokens",
+                    "save_total_limit"]
+        for name in positive + [n for n in optional if getattr(self, n) is not None]:
+            value = getattr(self, name)
+            if value is None or isinstance(value, bool) or not value > 0 or math.isinf(value):  # `not >`: NaN too
+                unset = " (or none)" if name in optional else ""
+                raise BabyLlamaError(f"--{name} must be a positive finite number{unset}, got {value}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise BabyLlamaError(f"--max_steps must be a positive number of steps, or -1 to train for --max_time "
+                                 f"(else --num_train_epochs), got {self.max_steps}")
+        if self.num_samples < 0:
+            raise BabyLlamaError(f"--num_samples must be 0 or more, got {self.num_samples}")
+        if self.warmup_steps < 0 or (self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1):
+            raise BabyLlamaError("--warmup_steps must be >= 0 and --warmup_ratio in [0, 1)")
+        if not self.weight_decay >= 0 or not self.max_grad_norm >= 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise BabyLlamaError("--weight_decay and --max_grad_norm must be >= 0, --min_lr_ratio in [0, 1]")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise BabyLlamaError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
+        if not self.adam_epsilon > 0:
+            raise BabyLlamaError(f"--adam_epsilon must be positive, got {self.adam_epsilon}")
+        for tracker in self.report_to:
+            if tracker not in TRACKERS and tracker != "all":
+                raise BabyLlamaError(f"--report_to '{tracker}' is not a tracker{did_you_mean(tracker, TRACKERS)}; "
+                                     f"choose from {', '.join(TRACKERS)}, all")
+
+
+def resumable_options(cls=None) -> set[str]:
+    """The options declared resumable=True: those a resumed run may change."""
+    return {f.name for f in dataclasses.fields(cls or TrainConfig) if f.metadata.get("resumable")}
 
 
 # --------------------------------------------------------------------------- argparse from dataclasses

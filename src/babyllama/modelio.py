@@ -11,22 +11,30 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from babyllama.config import ModelConfig
 from babyllama.data.tokenizer import BabyTokenizer, load_tokenizer
 from babyllama.errors import BabyLlamaError
+from babyllama.layout import WEIGHTS, is_adapter_folder, read_weights, resolve_model_folder, tokenizer_folder
+from babyllama.layout import verify_model_folder
 from babyllama.model import Llama
+from babyllama.tune.hfmodel import load_hf_model
 
-WEIGHTS = "model.safetensors"
+__all__ = ["WEIGHTS", "is_adapter_folder", "resolve_model_folder", "load_model", "save_model", "save_weights",
+           "weights_to_save", "find_tokenizer", "hf_config_dict", "model_config_from_hf"]
+
+
+def _as_stored(config: ModelConfig, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict as Hugging Face stores it: a tied classifier is not written twice."""
+    state = {k: v.detach().contiguous() for k, v in state.items()}
+    if config.tie_embeddings:
+        state.pop("lm_head.weight", None)
+    return state
 
 
 def weights_to_save(model: Llama) -> dict[str, torch.Tensor]:
-    """The state dict as Hugging Face stores it: a tied classifier is not written twice."""
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    if model.config.tie_embeddings:
-        state.pop("lm_head.weight", None)
-    return state
+    return _as_stored(model.config, model.state_dict())
 
 
 def hf_config_dict(config: ModelConfig, tokenizer: Optional[BabyTokenizer] = None) -> dict:
@@ -50,10 +58,16 @@ def hf_config_dict(config: ModelConfig, tokenizer: Optional[BabyTokenizer] = Non
 
 def save_model(model: Llama, folder: str | Path, tokenizer: Optional[BabyTokenizer] = None) -> Path:
     """Write config.json, model.safetensors, generation_config.json and (given one) the tokenizer."""
+    return save_weights(model.config, model.state_dict(), folder, tokenizer)
+
+
+def save_weights(config: ModelConfig, state: dict[str, torch.Tensor], folder: str | Path,
+                 tokenizer: Optional[BabyTokenizer] = None) -> Path:
+    """save_model from a config and a (whole, single-process) state dict."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(hf_config_dict(model.config, tokenizer), indent=2))
-    weights = {k: v.to("cpu") for k, v in weights_to_save(model).items()}
+    (folder / "config.json").write_text(json.dumps(hf_config_dict(config, tokenizer), indent=2))
+    weights = {k: v.to("cpu") for k, v in _as_stored(config, state).items()}
     save_file(weights, str(folder / WEIGHTS), metadata={"format": "pt"})
     if tokenizer is not None:
         generation = {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id,
@@ -88,70 +102,13 @@ def model_config_from_hf(hf: dict, where: Path) -> ModelConfig:
     )
 
 
-def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
-    if (folder / WEIGHTS).is_file():
-        return load_file(str(folder / WEIGHTS))
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        state: dict[str, torch.Tensor] = {}
-        for name in files:
-            state.update(load_file(str(folder / name)))
-        return state
-    if (folder / "pytorch_model.bin").is_file():
-        # weights_only: a checkpoint from someone else cannot run code on load.
-        from babyllama.train.checkpoint import safe_torch_load
-
-        return safe_torch_load(folder / "pytorch_model.bin")  # torch.load(weights_only=True), clear errors
-    raise BabyLlamaError(f"{folder} holds no model weights ({WEIGHTS}, a sharded index, or pytorch_model.bin)")
-
-
-def resolve_model_folder(path: str | Path) -> Path:
-    """The folder that `--model PATH` loads: a model folder (or a LoRA adapter folder) as given; for a run folder its
-    final model/, or else its newest complete checkpoint: babyllama's step_N, or a fine-tune's checkpoint-N (which
-    holds only the adapter when the run trains LoRA)."""
-    path = Path(path)
-    if (path / "config.json").is_file() or is_adapter_folder(path):
-        return path
-    if (path / "model" / "config.json").is_file():
-        return path / "model"
-    checkpoints = path / "checkpoints"
-    if checkpoints.is_dir():
-        from babyllama.train.checkpoint import latest_checkpoint
-
-        latest = latest_checkpoint(path) or _newest_trainer_checkpoint(checkpoints)
-        if latest is not None:
-            return latest
-    if not path.exists():
-        raise BabyLlamaError(f"--model {path} does not exist")
-    raise BabyLlamaError(f"{path} is neither a model folder (config.json + {WEIGHTS}) nor a run folder with a model "
-                         f"or checkpoint")
-
-
-def _newest_trainer_checkpoint(checkpoints: Path) -> Optional[Path]:
-    """The Trainer's checkpoint-N with the highest N that holds a model or an adapter."""
-    found = [folder for folder in checkpoints.glob("checkpoint-*") if folder.name[len("checkpoint-"):].isdigit()
-             and ((folder / "config.json").is_file() or (folder / "adapter_config.json").is_file())]
-    return max(found, key=lambda folder: int(folder.name[len("checkpoint-"):]), default=None)
-
-
 def find_tokenizer(folder: Path) -> Optional[BabyTokenizer]:
-    for candidate in (folder, folder / "tokenizer", folder.parent / "tokenizer", folder.parent.parent / "tokenizer"):
-        if (candidate / "tokenizer.json").is_file():
-            return load_tokenizer(candidate)
-    return None
-
-
-def is_adapter_folder(path: str | Path) -> bool:
-    """A LoRA adapter as PEFT saves it (a fine-tune's adapter/ or a mid-run checkpoint-N), without a base model."""
-    path = Path(path)
-    return (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
+    where = tokenizer_folder(folder)
+    return load_tokenizer(where) if where is not None else None
 
 
 def _merged_adapter(adapter: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], Path]:
     """Base model + adapter merged, as (config, Hugging Face state dict, base folder)."""
-    from babyllama.tune.hfmodel import load_hf_model
-
     merged, base = load_hf_model(adapter)
     config = model_config_from_hf(json.loads((base / "config.json").read_text()), base)
     return config, merged.state_dict(), base
@@ -167,10 +124,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
     else:
         try:
             hf = json.loads((folder / "config.json").read_text())
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise BabyLlamaError(f"{folder}/config.json is not valid JSON: {err}") from None
         config = model_config_from_hf(hf, folder)
-        state = _read_weights(folder)
+        verify_model_folder(folder)
+        state = read_weights(folder)
         tokenizer = find_tokenizer(folder)
     model = Llama(config)
     expected = set(weights_to_save(model))

@@ -20,7 +20,8 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from babyllama.train.distributed import Distributed, torchrun_argv
+    from babyllama.train.distributed import Distributed
+    from babyllama.train.launch import torchrun_argv
     from babyllama.train.loop import pretrain
 
     if getattr(args, "nproc_per_node", None) is not None:

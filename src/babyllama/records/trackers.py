@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
-from babyllama.errors import BabyLlamaError
+from babyllama.errors import BabyLlamaError, did_you_mean
 from babyllama.records.arguments import format_arguments
 from babyllama.records.redact import redact, redact_argv, redact_text
 
@@ -204,8 +204,6 @@ def resolve_names(names: list[str]) -> list[str]:
         if name == "all":
             chosen += [t for t, (module, _) in PACKAGES.items() if importlib.util.find_spec(module)]
         elif name not in BACKENDS:
-            from babyllama.errors import did_you_mean
-
             raise BabyLlamaError(f"--report_to '{name}' is not a tracker{did_you_mean(name, BACKENDS)}; "
                                  f"choose from none, all, {', '.join(BACKENDS)}")
         else:
@@ -218,7 +216,7 @@ class Trackers:
     dropped: the run folder stays the record, and a tracker hiccup must not cost a training run."""
 
     def __init__(self, names: list[str], run_dir: Path, run_name: str, config: dict[str, Any],
-                 kind: Optional[str] = None, warn=None):
+                 kind: Optional[str] = None, warn=None, on_locations=None):
         self.run_dir = Path(run_dir)
         self.names = resolve_names(list(names))
         self.warn = warn or (lambda text: print(text, file=sys.stderr))
@@ -230,25 +228,16 @@ class Trackers:
             for name in self.names:
                 self.active[name] = BACKENDS[name](self.run_dir, run_name, {**config, "_kind": kind},
                                                    previous.get(name) or {})
-        except BabyLlamaError as err:
-            self._fail(str(err))
+        except BabyLlamaError:
+            self.close("failed")  # the run cannot start; its record (the caller's) marks it failed
             raise
         except Exception as err:  # a tracker's own error (bad URI, unreachable server ...): say which one
-            message = f"--report_to {name}: could not start the tracker: {redact_text(str(err))}"
-            self._fail(message)
-            raise BabyLlamaError(message) from None
+            self.close("failed")
+            raise BabyLlamaError(f"--report_to {name}: could not start the tracker: {redact_text(str(err))}") from None
         self.locations = {name: tracker.location for name, tracker in self.active.items()}
         if self.locations:
-            _record_locations(self.run_dir, self.locations)
-
-    def _fail(self, message: str) -> None:
-        """The run cannot start: close what opened and mark the run failed rather than leave it 'running'."""
-        self.close("failed")
-        from babyllama.records.run import RunRecord
-
-        record = RunRecord.open_records.get(str(self.run_dir.resolve()))
-        if record is not None:
-            record.finish("failed", error=message)
+            # Into the manifest (the run's record passes on_locations: it rewrites the manifest at the end).
+            (on_locations or (lambda where: _record_locations(self.run_dir, where)))(self.locations)
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         named = tracker_metric_names(metrics)
@@ -276,13 +265,25 @@ def _read_manifest(run_dir: Path) -> dict:
 
 
 def _record_locations(run_dir: Path, locations: dict) -> None:
-    """Add the trackers' locations to the manifest. The loop's RunRecord rewrites the manifest at the end, so it is
-    told too, through the registry of open records."""
-    from babyllama.records.run import RunRecord
+    """Add the trackers' locations to a manifest no record of this process holds."""
+    manifest = _read_manifest(run_dir)
+    if manifest:
+        manifest["trackers"] = locations
+        tmp = run_dir / ".manifest.json.tmp"
+        tmp.write_text(json.dumps(redact(manifest), indent=2, default=str))
+        os.replace(tmp, run_dir / "manifest.json")
 
-    record = RunRecord.open_records.get(str(run_dir.resolve()))
-    if record is not None:
-        record.update(trackers=locations)
+
+class NullTrackers:
+    """No trackers (a rank that does not record, or a record before --report_to opened any)."""
+
+    locations: dict = {}
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        pass
+
+    def close(self, status: str) -> None:
+        pass
 
 
 def hf_tracker_environment(names: list[str], run_dir: Path) -> dict[str, dict]:

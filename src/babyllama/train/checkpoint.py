@@ -5,41 +5,37 @@
         optimizer.pt                     AdamW state (tensors only: loaded with weights_only=True)
         rng.pt                           every RNG state the step consumed (CPU, CUDA)
         trainer_state.json               step, tokens seen, elapsed time, schedule, counters
-        checkpoint.json                  size and sha256 of each file above; written last
+        checkpoint.json                  format version, size and sha256 of each file above; written last
 
 A checkpoint is written into a hidden temporary folder, flushed, and renamed into place, so a crash leaves
 either the previous complete checkpoint or the new one, never half of one. A checkpoint whose weights or optimizer
 state hold NaN/Inf is never written. Old checkpoints are pruned by renaming them away before deleting them.
+Where checkpoints live and how they are verified is babyllama.layout's business (re-exported here).
 Loading uses safetensors and torch.load(weights_only=True) only: a checkpoint from someone else cannot run code.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import pickle
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
+from babyllama.config import ModelConfig
 from babyllama.errors import BabyLlamaError
+from babyllama.layout import (CHECKPOINT_FORMAT, CHECKPOINT_INDEX, checkpoint_name, latest_checkpoint,  # noqa: F401
+                              list_checkpoints, resolve_checkpoint, safe_torch_load, sha256, verify_checkpoint)
+from babyllama.modelio import load_model, save_weights
 from babyllama.train import faults
 
-PREFIX = "step_"
-INDEX = "checkpoint.json"
-REQUIRED = {"config.json", "model.safetensors", "optimizer.pt", "rng.pt", "trainer_state.json"}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+INDEX = CHECKPOINT_INDEX
+# Where checkpoints live and how they are verified is babyllama.layout's; these names stay importable from here.
+__all__ = ["checkpoint_name", "latest_checkpoint", "list_checkpoints", "resolve_checkpoint", "verify_checkpoint",
+           "safe_torch_load", "save_checkpoint", "load_weights", "load_training_state", "prune_checkpoints",
+           "nonfinite_tensor"]
 
 
 def _fsync_file(path: Path) -> None:
@@ -55,19 +51,17 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def checkpoint_name(step: int) -> str:
-    return f"{PREFIX}{step:06d}"
-
-
-def nonfinite_tensor(model, optimizer=None) -> Optional[str]:
-    """The name of the first parameter (or optimizer state) holding NaN or Inf, else None."""
-    named = list(model.named_parameters())
-    if optimizer is not None:
-        for index, state in enumerate(optimizer.state.values()):
+def nonfinite_tensor(model_state: dict, optimizer_state: Optional[dict] = None) -> Optional[str]:
+    """The name of the first weight (or optimizer state) holding NaN or Inf, else None."""
+    named = [(name, t) for name, t in model_state.items() if torch.is_tensor(t) and t.is_floating_point()]
+    if optimizer_state is not None:
+        for index, state in optimizer_state.get("state", {}).items():
             named += [(f"optimizer state {key} of parameter #{index}", value) for key, value in state.items()
                       if torch.is_tensor(value) and value.is_floating_point()]
+    if not named:
+        return None
     # One reduction and one device sync for all tensors; names are looked up only on failure.
-    if bool(torch.stack([torch.isfinite(t).all() for _, t in named]).all()):
+    if bool(torch.stack([torch.isfinite(t).all().to(named[0][1].device) for _, t in named]).all()):
         return None
     return next(name for name, t in named if not bool(torch.isfinite(t).all()))
 
@@ -80,13 +74,12 @@ def _remove_leftovers(root: Path) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
-def save_checkpoint(run_dir: Path, step: int, model, optimizer, trainer_state: dict[str, Any],
-                    rng_state: dict[str, Any], tokenizer=None) -> Path:
-    from babyllama.modelio import save_model
-
+def save_checkpoint(run_dir: Path, step: int, *, model_config: ModelConfig, model_state: dict[str, torch.Tensor],
+                    optimizer_state: dict, trainer_state: dict[str, Any], rng_state: dict[str, Any]) -> Path:
+    """Write checkpoints/step_N from state dicts (whole tensors, as one process holds them), atomically."""
     root = Path(run_dir) / "checkpoints"
     final = root / checkpoint_name(step)
-    bad = nonfinite_tensor(model, optimizer)
+    bad = nonfinite_tensor(model_state, optimizer_state)
     if bad:
         previous = latest_checkpoint(run_dir, warn=lambda _: None)
         raise BabyLlamaError(f"refusing to write checkpoint {final.name}: {bad} holds NaN or Inf values. "
@@ -97,18 +90,19 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, trainer_state: d
     try:
         root.mkdir(parents=True, exist_ok=True)
         _remove_leftovers(root)
-        save_model(model, staging)
+        save_weights(model_config, model_state, staging)
         faults.point("checkpoint.weights")
-        torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+        torch.save(optimizer_state, staging / "optimizer.pt")
         faults.point("checkpoint.optimizer")
         torch.save(rng_state, staging / "rng.pt")
         (staging / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
         files = {}
         for path in sorted(staging.iterdir()):
             _fsync_file(path)
-            files[path.name] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+            files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256(path)}
         faults.point("checkpoint.index")
-        (staging / INDEX).write_text(json.dumps({"step": step, "files": files}, indent=2))
+        (staging / INDEX).write_text(json.dumps({"format": CHECKPOINT_FORMAT, "step": step, "files": files},
+                                                indent=2))
         _fsync_file(staging / INDEX)
         _fsync_dir(staging)
         faults.point("checkpoint.rename")
@@ -131,82 +125,15 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, trainer_state: d
     return final
 
 
-def verify_checkpoint(folder: Path) -> Optional[str]:
-    """None if every file listed in checkpoint.json is present with its size and checksum, else why not."""
-    index = folder / INDEX
-    if not index.is_file():
-        return "no checkpoint.json (incomplete)"
-    try:
-        listed = json.loads(index.read_text())["files"]
-        facts = {name: (int(entry["bytes"]), str(entry["sha256"])) for name, entry in listed.items()}
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError):
-        return "checkpoint.json is unreadable"
-    missing = REQUIRED - set(facts)
-    if missing:
-        return f"checkpoint.json does not list {', '.join(sorted(missing))}"
-    for name, (size, digest) in facts.items():
-        if Path(name).name != name or name in (".", ".."):  # an index from elsewhere must not point outside
-            return f"checkpoint.json lists a path outside the checkpoint: {name!r}"
-        path = folder / name
-        if not path.is_file():
-            return f"{name} is missing"
-        if path.stat().st_size != size:
-            return f"{name} has {path.stat().st_size} bytes, expected {size}"
-        if _sha256(path) != digest:
-            return f"{name} fails its checksum"
-    return None
-
-
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    # By step number, not by name: step_1000000 comes after step_999999.
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and p.name[len(PREFIX):].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
-
-
-def latest_checkpoint(run_dir: Path, warn=warnings.warn) -> Optional[Path]:
-    """The newest checkpoint that verifies; damaged newer ones are reported and skipped."""
-    for folder in reversed(list_checkpoints(run_dir)):
-        problem = verify_checkpoint(folder)
-        if problem is None:
-            return folder
-        warn(f"skipping damaged checkpoint {folder}: {problem}; falling back to the previous one")
-    return None
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """--resume_from_checkpoint takes a run folder (newest good checkpoint) or one checkpoint folder."""
-    path = Path(path)
-    if (path / INDEX).is_file() or path.name.startswith(PREFIX):
-        problem = verify_checkpoint(path)
-        if problem:
-            raise BabyLlamaError(f"checkpoint {path} is damaged: {problem}")
-        return path
-    if not path.exists():
-        raise BabyLlamaError(f"--resume_from_checkpoint {path} does not exist")
-    latest = latest_checkpoint(path)
-    if latest is None:
-        raise BabyLlamaError(f"{path} holds no complete checkpoint to resume from")
-    return latest
+def load_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's model weights as our model's state dict (verified against the checkpoint's index)."""
+    return load_model(folder, need_tokenizer=False)[0].state_dict()
 
 
 def load_training_state(folder: Path) -> tuple[dict, dict, dict]:
     """(trainer_state, optimizer state dict, rng state), loaded without unpickling arbitrary objects."""
     trainer_state = json.loads((folder / "trainer_state.json").read_text())
     return trainer_state, safe_torch_load(folder / "optimizer.pt"), safe_torch_load(folder / "rng.pt")
-
-
-def safe_torch_load(path: Path):
-    """torch.load restricted to tensors and plain containers: a file from someone else cannot run code."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise BabyLlamaError(f"refusing to load {path}: it holds Python objects other than tensors, which could run "
-                             f"code when unpickled ({str(err).splitlines()[0][:200]})") from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise BabyLlamaError(f"{path} is not a readable PyTorch tensor file: {str(err).splitlines()[0][:200]}") from None
 
 
 def prune_checkpoints(run_dir: Path, keep: Optional[int]) -> None:

@@ -1,5 +1,9 @@
 """Several processes, one run: torchrun's environment -> a process group, DDP or FSDP2, and agreement helpers.
 
+The one distributed API of babyllama: our loop starts the group (`Distributed.start`); the Hugging Face path, where
+the Trainer owns the group, reads it (`Distributed.current`). Global-batch arithmetic for resuming on another
+number of processes is in train/global_batch.py, the torchrun command line in train/launch.py.
+
 babyllama never starts processes itself: `torchrun` (or `babyllama pretrain --nproc_per_node N`, which execs it)
 sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT, and `Distributed.start` joins that group:
 gloo for CPU tensors, NCCL for CUDA ones, chosen from the device. Without those variables (or with one process)
@@ -16,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Optional
@@ -25,30 +28,12 @@ import torch
 
 from babyllama.errors import BabyLlamaError
 
-# The two options that make up the global batch together with the world size.
-BATCH_KEYS = ("per_device_train_batch_size", "gradient_accumulation_steps")
-
-
 def env_world_size() -> int:
     """Processes in this run as torchrun announced them (1 outside torchrun)."""
     try:
         return max(1, int(os.environ.get("WORLD_SIZE", "1")))
     except ValueError:
         raise BabyLlamaError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number") from None
-
-
-def under_launcher() -> bool:
-    return "LOCAL_RANK" in os.environ or "TORCHELASTIC_RUN_ID" in os.environ
-
-
-class Silent:
-    """Stands in for the run record and trackers on ranks other than 0: every call does nothing."""
-
-    def __init__(self, folder=None):
-        self.folder = folder
-
-    def __getattr__(self, name: str) -> Callable[..., str]:
-        return lambda *args, **kwargs: ""  # "" so that text-returning calls (arguments_text) still compose
 
 
 @dataclass
@@ -97,6 +82,20 @@ class Distributed:
                 kwargs["device_id"] = device  # eager NCCL init: a bad GPU fails here, not at the first step
             dist.init_process_group(**kwargs)
         return cls(rank=rank, local_rank=local_rank, world_size=world, backend=backend), device
+
+    @classmethod
+    def current(cls) -> "Distributed":
+        """The process group someone else started (the Hugging Face Trainer, accelerate), as it stands now.
+
+        Before a group is up, the launch's RANK still tells which process is the main one, and there is nobody to
+        agree with yet.
+        """
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return cls(rank=dist.get_rank(), local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+                       world_size=dist.get_world_size(), backend=dist.get_backend())
+        return cls(rank=int(os.environ.get("RANK", "0")), local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
     @staticmethod
     def teardown() -> None:
@@ -196,16 +195,16 @@ class Distributed:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def gather_for_save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
-        """(model, optimizer) as rank 0 saves them: whole tensors, in the single-process format.
+    def whole_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+        """(model state dict, optimizer state dict) as rank 0 saves them: whole tensors, single-process format.
 
-        Under FSDP every rank must call this (the shards are all-gathered); the result is the same as one
-        process would hold, so checkpoints stay one Hugging Face model plus a plain optimizer state and resume
-        on any number of processes, sharded or not.
+        Under FSDP every rank must call this (the shards are all-gathered); the result is what one process would
+        hold, so checkpoints stay one Hugging Face model plus a plain optimizer state and resume on any number of
+        processes, sharded or not.
         """
         if not self.fsdp:
-            return model, optimizer
-        return _WholeModel(model.config, _full(model.state_dict())), _WholeOptimizer(_full(optimizer.state_dict()))
+            return model.state_dict(), optimizer.state_dict()
+        return _full(model.state_dict()), _full(optimizer.state_dict())
 
     def load_optimizer(self, optimizer: torch.optim.Optimizer, state: dict) -> None:
         """Load a whole (single-process format) optimizer state; under FSDP each rank keeps its own shard."""
@@ -247,30 +246,6 @@ class Distributed:
         return saved, None
 
 
-class _WholeModel:
-    """A gathered model: what checkpoint and modelio code reads (config, state_dict, named_parameters)."""
-
-    def __init__(self, config, state: dict):
-        self.config, self._state = config, state
-
-    def state_dict(self) -> dict:
-        return self._state
-
-    def named_parameters(self):
-        return iter(self._state.items())
-
-
-class _WholeOptimizer:
-    """A gathered optimizer state: state_dict() as one process saves it, and .state for the NaN check."""
-
-    def __init__(self, state: dict):
-        self._state = state
-        self.state = state["state"]
-
-    def state_dict(self) -> dict:
-        return self._state
-
-
 def _full(tree):
     """Replace every DTensor in a (nested) state dict by the whole tensor on CPU."""
     from torch.distributed.tensor import DTensor
@@ -289,104 +264,3 @@ def local_scalar(value: torch.Tensor) -> torch.Tensor:
     from torch.distributed.tensor import DTensor
 
     return value.full_tensor() if isinstance(value, DTensor) else value
-
-
-# --------------------------------------------------------------------------- resuming on another world size
-
-
-def fit_global_batch(saved_train: dict, train_values: dict, saved_world: int, world: int) -> tuple[dict, Optional[str]]:
-    """Batch options that keep the saved global batch on `world` processes, and a note of what changed.
-
-    A step is a global batch: keeping it fixed keeps the data order, the schedule and the meaning of every
-    saved step, so the run continues as it would have (up to the order of floating-point sums).
-    """
-    micro = train_values.get(BATCH_KEYS[0], saved_train[BATCH_KEYS[0]])
-    saved_micro, saved_accumulation = saved_train[BATCH_KEYS[0]], saved_train[BATCH_KEYS[1]]
-    target = saved_micro * saved_accumulation * saved_world
-    if BATCH_KEYS[1] in train_values:
-        accumulation = train_values[BATCH_KEYS[1]]
-        if micro * accumulation * world != target:
-            raise BabyLlamaError(
-                f"cannot resume with a different global batch: it was {saved_micro} x {saved_accumulation} "
-                f"accumulation x {saved_world} process(es) = {target} sequences, now {micro} x {accumulation} x "
-                f"{world} = {micro * accumulation * world}. Keep per_device_train_batch_size x "
-                f"gradient_accumulation_steps x processes = {target}, or start a new run with --init_from")
-    else:
-        if target % (micro * world):
-            raise BabyLlamaError(
-                f"cannot keep the global batch of {target} sequences on {world} process(es) with a micro-batch of "
-                f"{micro}: {target} is not a multiple of {micro * world}. Pass --per_device_train_batch_size and "
-                f"--gradient_accumulation_steps whose product times {world} is {target}")
-        accumulation = target // (micro * world)
-    values = {BATCH_KEYS[0]: micro, BATCH_KEYS[1]: accumulation}
-    if (micro, accumulation, world) == (saved_micro, saved_accumulation, saved_world):
-        return values, None
-    changes = [f"{name} {before} -> {after}" for name, before, after in
-               (("processes", saved_world, world), ("per_device_train_batch_size", saved_micro, micro),
-                ("gradient_accumulation_steps", saved_accumulation, accumulation)) if before != after]
-    return values, (f"resuming with {', '.join(changes)}: the global batch stays {target} sequences "
-                    f"({micro} x {accumulation} accumulation x {world}), so the data order and the schedule are "
-                    f"unchanged; sums run in another order, so losses agree to rounding, not bit for bit")
-
-
-# --------------------------------------------------------------------------- `babyllama pretrain --nproc_per_node N`
-
-
-def torchrun_argv(nproc_per_node: int, command: str, options: dict[str, Any]) -> list[str]:
-    """The torchrun command line that runs `babyllama <command>` with the same options on N local processes."""
-    if nproc_per_node < 1:
-        raise BabyLlamaError(f"--nproc_per_node must be at least 1, got {nproc_per_node}")
-    if under_launcher():
-        raise BabyLlamaError("--nproc_per_node was given inside a torchrun launch; drop it (torchrun already "
-                             "started the processes)")
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
-            "-m", "babyllama", command]
-    for key, value in options.items():
-        argv.append(f"--{key}")
-        if isinstance(value, (list, tuple)):
-            argv.extend(str(v) for v in value)
-        elif isinstance(value, bool):
-            argv.append("true" if value else "false")
-        elif value is None:
-            argv.append("none")
-        else:
-            argv.append(str(value))
-    return argv
-
-
-# --------------------------------------------------------------------------- fine-tuning under accelerate / torchrun
-# The Hugging Face Trainer owns the process group there; these helpers only read it.
-
-
-def _group_size() -> int:
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def is_main_process() -> bool:
-    """Rank 0 of the running process group, or of the launch when no group is up yet."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank() == 0
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def agree_with_main(value: Any) -> Any:
-    """Rank 0's value of a small object on every process (e.g. a default run name, which is a timestamp)."""
-    if _group_size() == 1:
-        return value
-    import torch.distributed as dist
-
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def wait_for_all() -> None:
-    """A barrier when several processes run; nothing otherwise."""
-    if _group_size() > 1:
-        import torch.distributed as dist
-
-        dist.barrier()

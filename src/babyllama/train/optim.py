@@ -22,17 +22,34 @@ def build_optimizer(model: torch.nn.Module, *, learning_rate: float, weight_deca
 
 def learning_rate_at(step: int, *, total_steps: int, warmup_steps: int, peak: float, kind: str,
                      min_ratio: float) -> float:
-    """Learning rate for optimizer step `step` (0-based)."""
+    """Learning rate for optimizer step `step` (0-based) of a run of `total_steps`."""
+    if step < warmup_steps:
+        return learning_rate_for(warmup=(step + 1) / warmup_steps, decay=0.0, peak=peak, kind=kind,
+                                 min_ratio=min_ratio)
+    return learning_rate_for(warmup=1.0, decay=(step - warmup_steps) / max(1, total_steps - warmup_steps),
+                             peak=peak, kind=kind, min_ratio=min_ratio)
+
+
+def learning_rate_for(*, warmup: float, decay: float, peak: float, kind: str, min_ratio: float) -> float:
+    """Learning rate at a point of the schedule: `warmup` is the fraction of warmup done (1 once it is over),
+    `decay` the fraction of the decay done (by steps, or by time under --max_time: train/cadence.py)."""
     if kind == "constant":
         return peak
-    if step < warmup_steps:
-        return peak * (step + 1) / warmup_steps
+    if warmup < 1.0:
+        return peak * warmup
     if kind == "constant_with_warmup":
         return peak
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    progress = min(1.0, max(0.0, decay))
     floor = peak * min_ratio
     if kind == "linear":
         return peak - (peak - floor) * progress
     if kind == "cosine":
         return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
     raise ValueError(f"unknown schedule {kind}")
+
+
+def apply_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set the step's learning rate on every parameter group, scaled by the group's own `lr_scale` (1 unless an
+    optimizer gives some groups their own rate, e.g. a second optimizer for matrices)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)

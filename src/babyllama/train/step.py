@@ -12,6 +12,7 @@ import torch
 
 from babyllama.train.distributed import local_scalar
 from babyllama.train.nonfinite import NonFiniteGuard
+from babyllama.train.optim import apply_learning_rate
 
 
 class OptimizerStep:
@@ -29,8 +30,7 @@ class OptimizerStep:
 
     def __call__(self, step: int, lr: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(loss of the global batch, gradient norm, finite flag), all on the device."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        apply_learning_rate(self.optimizer, lr)
         step_loss = torch.zeros((), device=self.device)
         for micro in range(self.accumulation):
             inputs, targets = self.load_batch(step, micro)  # prefetched + pinned on CUDA (train/fastpaths.py)

@@ -62,7 +62,7 @@ def run_dpo(tune, config, log: Callable[[str], None] = print) -> Path:
     from babyllama.errors import BabyLlamaError
     from babyllama.tune.data import read_records, split_examples, to_preference_examples
     from babyllama.tune.hfmodel import load_hf_model, load_tokenizer, save_final
-    from babyllama.tune.record import marked_on_failure, metrics_callback
+    from babyllama.tune.record import metrics_callback
     from babyllama.tune.sft import fit_max_length, lora_config, prepare_run_folder
 
     records = read_records(tune.data, tune.data_split)
@@ -84,8 +84,8 @@ def run_dpo(tune, config, log: Callable[[str], None] = print) -> Path:
     record = prepare_run_folder("dpo", tune, config, model_folder, {
         "data": {"source": tune.data, "train_pairs": len(train), "eval_pairs": len(held),
                  "identical_pairs_dropped": identical}, "lora": tune.lora, "preference_before": before})
-    log(record.arguments_text())
-    with marked_on_failure(record):
+    with record:  # from here on, however training ends, the run record says so
+        log(record.arguments_text())
         trainer = DPOTrainer(model=model, args=config, processing_class=tokenizer,
                              train_dataset=datasets.Dataset.from_list(train),
                              eval_dataset=datasets.Dataset.from_list(held),
@@ -100,5 +100,5 @@ def run_dpo(tune, config, log: Callable[[str], None] = print) -> Path:
             f"before/{k}": v for k, v in before.items()}, **{f"after/{k}": v for k, v in after.items()}})
         out = save_final(trainer.model, tokenizer, record.folder)
         log(f"saved {out}")
-    record.finish("completed", final_metrics=dict(result.metrics), preference_before=before, preference_after=after)
+        record.update(final_metrics=dict(result.metrics), preference_before=before, preference_after=after)
     return record.folder

@@ -11,38 +11,40 @@ import json
 from pathlib import Path
 from typing import Optional
 
+from babyllama.data.chat_template import CHAT_TEMPLATE
+from babyllama.data.tokenizer import CHAT_TOKENS
 from babyllama.errors import BabyLlamaError
+from babyllama.layout import ADAPTER, MODEL, is_adapter_folder, resolve_model_folder, run_folder_of
+from babyllama.layout import tokenizer_folder as find_tokenizer_folder
+from babyllama.layout import verify_model_folder
+from babyllama.train.distributed import Distributed
 
 
 def resolve(path: str | Path) -> tuple[Path, Optional[Path]]:
     """(model folder, adapter folder or None) for a run folder, checkpoint, HF folder or adapter folder."""
-    from babyllama.modelio import is_adapter_folder, resolve_model_folder
-
     folder = resolve_model_folder(path)
     if is_adapter_folder(folder):
         base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
         if not base or not Path(base).exists():
             raise BabyLlamaError(f"{folder} is a LoRA adapter whose base model ({base}) is not on this machine")
-        return resolve_model_folder(base), folder
+        base_folder = resolve_model_folder(base)
+        verify_model_folder(base_folder)
+        return base_folder, folder
+    verify_model_folder(folder)
     return folder, None
 
 
 def tokenizer_folder(model_folder: Path) -> Path:
-    from babyllama.modelio import find_tokenizer
-
-    tokenizer = find_tokenizer(model_folder)
-    if tokenizer is None or tokenizer.path is None:
+    found = find_tokenizer_folder(model_folder)
+    if found is None:
         raise BabyLlamaError(f"no tokenizer (tokenizer.json) found with the model in {model_folder}")
-    return Path(tokenizer.path)
+    return found
 
 
 def load_tokenizer(model_folder: Path, chat_template_path: Optional[str] = None):
     """The HF tokenizer, with babyllama's chat template when it has none (tokenizers prepared before templates
     existed): the role tokens are already in its vocabulary, so nothing is resized."""
     from transformers import AutoTokenizer
-
-    from babyllama.data.chat_template import CHAT_TEMPLATE
-    from babyllama.data.tokenizer import CHAT_TOKENS
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_folder(model_folder)))
     if chat_template_path:
@@ -78,32 +80,30 @@ def load_hf_model(path: str | Path, dtype=None):
 
 def parent_run(model_folder: Path) -> dict:
     """What the fine-tune started from: the run folder (and its run name) when the model came from one."""
-    for candidate in (model_folder, model_folder.parent, model_folder.parent.parent):
-        manifest = candidate / "manifest.json"
-        if manifest.is_file():
-            try:
-                data = json.loads(manifest.read_text())
-            except json.JSONDecodeError:
-                data = {}
-            return {"path": str(candidate.resolve()), "run_name": data.get("run_name"), "kind": data.get("kind"),
-                    "model": str(model_folder.resolve())}
+    run = run_folder_of(model_folder)
+    if run is not None:
+        try:
+            data = json.loads((run / "manifest.json").read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            data = {}
+        return {"path": str(run.resolve()), "run_name": data.get("run_name"), "kind": data.get("kind"),
+                "model": str(model_folder.resolve())}
     return {"path": None, "run_name": None, "kind": None, "model": str(model_folder.resolve())}
 
 
 def save_final(model, tokenizer, run_folder: Path) -> Path:
     """Write model/ (plain weights, adapters merged) and, for LoRA, adapter/ too."""
-    from babyllama.train.distributed import is_main_process, wait_for_all
-
-    out = run_folder / "model"
-    if not is_main_process():  # several processes (accelerate launch): the main one writes
-        wait_for_all()
+    group = Distributed.current()
+    out = run_folder / MODEL
+    if not group.is_main:  # several processes (accelerate launch): the main one writes
+        group.barrier()
         return out
     if hasattr(model, "merge_and_unload"):  # a PeftModel
-        model.save_pretrained(str(run_folder / "adapter"))
-        tokenizer.save_pretrained(str(run_folder / "adapter"))
+        model.save_pretrained(str(run_folder / ADAPTER))
+        tokenizer.save_pretrained(str(run_folder / ADAPTER))
         model = model.merge_and_unload()
     model.config.use_cache = True
     model.save_pretrained(str(out), safe_serialization=True)
     tokenizer.save_pretrained(str(out))
-    wait_for_all()
+    group.barrier()
     return out

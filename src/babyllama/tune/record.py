@@ -9,40 +9,34 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
+from babyllama.records.run import NullRecord, RunRecord, default_run_name
+from babyllama.records.trackers import hf_tracker_environment
+from babyllama.train.distributed import Distributed
 from babyllama.tune.args import resolved_dict
 
 
 def start_record(kind: str, tune, config, parent: dict, extra: dict):
-    from babyllama.records.run import RunRecord, default_run_name
-
-    run_name = config.run_name or default_run_name()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and config.world_size > 1:  # accelerate launch / torchrun
-        from babyllama.train.distributed import Silent, agree_with_main
-
-        run_name = agree_with_main(run_name)  # the default is a timestamp: every process takes rank 0's
-        if config.process_index != 0:  # one run folder, written by the main process only
-            return Silent(Path(config.output_dir) / run_name), run_name
+    """(record, run name): the run folder, locked by the main process; NullRecord on the others. Use the record
+    as a context manager around the training: it marks the run completed, failed or interrupted."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        config.world_size  # noqa: B018 - reading it sets up the Trainer's process group (accelerate launch, torchrun)
+    group = Distributed.current()
+    run_name = group.broadcast(config.run_name or default_run_name())  # a timestamp: every process takes rank 0's
+    run_dir = Path(config.output_dir) / run_name
+    # transformers' own trackers (report_to) write where the native loop's do: the run folder, the runs' MLflow store.
+    report_to = config.report_to if isinstance(config.report_to, list) else [config.report_to or "none"]
+    trackers = hf_tracker_environment(report_to, run_dir)
+    if not group.is_main:  # one run folder, written by the main process only
+        return NullRecord(run_dir), run_name
     values = {**resolved_dict(tune), **resolved_dict(config), "run_name": run_name}
+    inputs = tuple(p for p in (parent.get("path"), parent.get("model"), tune.data) if p)
     record = RunRecord.start(config.output_dir, run_name, kind, {"train": values},
                              overwrite=tune.overwrite_output_dir, parent=parent.get("path") or parent.get("model"),
-                             extra={"parent_run": parent, **extra})
+                             extra={"parent_run": parent, **({"trackers": trackers} if trackers else {}), **extra},
+                             inputs=inputs)
     return record, run_name
-
-
-@contextmanager
-def marked_on_failure(record):
-    """Training inside the block; an interrupt or error marks the run record interrupted or failed."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        record.finish("interrupted")
-        raise
-    except BaseException:
-        record.finish("failed")
-        raise
 
 
 def metrics_callback(record, max_time=None, agree=None):
@@ -54,9 +48,7 @@ def metrics_callback(record, max_time=None, agree=None):
     """
     from transformers import TrainerCallback
 
-    from babyllama.train.distributed import agree_with_main
-
-    agree = agree or agree_with_main
+    agree = agree or Distributed.current().broadcast
 
     class RunRecordCallback(TrainerCallback):
         def __init__(self):

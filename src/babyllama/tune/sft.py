@@ -48,7 +48,7 @@ def run_sft(tune, config, log: Callable[[str], None] = print) -> Path:
     from babyllama.tune.data import read_records, split_examples, to_sft_examples
     from babyllama.tune.hfmodel import load_hf_model, load_tokenizer, save_final
     from babyllama.tune.labels import check_report, label_report
-    from babyllama.tune.record import marked_on_failure, metrics_callback
+    from babyllama.tune.record import metrics_callback
 
     records = read_records(tune.data, tune.data_split)
     if tune.max_examples:
@@ -69,8 +69,8 @@ def run_sft(tune, config, log: Callable[[str], None] = print) -> Path:
     record = prepare_run_folder("sft", tune, config, model_folder, {
         "data": {"source": tune.data, "format": fmt, "train_examples": len(train), "eval_examples": len(held)},
         "label_report": report.as_dict(), "lora": tune.lora})
-    log(record.arguments_text())
-    with marked_on_failure(record):
+    with record:  # from here on, however training ends, the run record says so
+        log(record.arguments_text())
         trainer = SFTTrainer(
             model=model, args=config, processing_class=tokenizer,
             train_dataset=datasets.Dataset.from_list(train),
@@ -86,5 +86,5 @@ def run_sft(tune, config, log: Callable[[str], None] = print) -> Path:
             final.update(trainer.evaluate())
         out = save_final(trainer.model, tokenizer, record.folder)
         log(f"saved {out}")
-    record.finish("completed", final_metrics=final)
+        record.update(final_metrics=final)
     return record.folder
