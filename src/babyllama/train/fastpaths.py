@@ -62,11 +62,18 @@ class BatchLoader:
         non_blocking = self.pin and self.device.type == "cuda"
         return split_rows(rows.to(self.device, non_blocking=non_blocking).long())
 
+    def __enter__(self) -> "BatchLoader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def __del__(self):
         if getattr(self, "_pool", None) is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
+        """Stop the worker thread (the loop does when it ends; __del__ is only the fallback)."""
         if self._pool is not None:
             for future in self._pending.values():
                 future.cancel()

@@ -213,7 +213,7 @@ def train(t: Training, stop: StopRequest) -> str:
                bar_format=None if unit == "step" else "{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}]")
     write = bar.write if not cfg.disable_tqdm else t.log
     t.model.train()
-    with bar:
+    with bar, t.step.load_batch:  # the progress bar and the batch worker end with the loop
         while not cadence.finished(state.step):
             cadence.step_started(state.step)
             faults.point("train.step")
