@@ -38,21 +38,17 @@ except SystemExit as exit:
 # A fine-tune-style run: secrets in its config and on its command line.
 from pathlib import Path
 from babyllama.records.run import RunRecord
-from babyllama.records.trackers import open_trackers
 sys.argv = ["babyllama", "sft", "--hub_token", args["config_secret"], "--learning_rate", "1e-4"]
 config = {"train": {"learning_rate": 1e-4, "hub_token": args["config_secret"], "report_to": args["trackers"],
                     "push_to_hub_token": args["config_secret"],
                     "hub_model_id": "https://me:" + args["password"] + "@example.org/m"},
           "lora": {"r": 8}}
-record = RunRecord.start(args["runs"], "tune", "sft", config, parent=args["parent"])
-print(record.arguments_text())
-trackers = open_trackers(args["trackers"], record.folder, "tune", config)
-for step, loss in ((1, 2.0), (2, 1.5)):
-    row = {"step": step, "loss": loss, "learning_rate": 1e-4}
-    record.log_metrics(row)
-    trackers.log(row, step)
-trackers.close("completed")
-record.finish("completed", final_metrics={"eval_loss": 1.4})
+with RunRecord.start(args["runs"], "tune", "sft", config, parent=args["parent"]) as record:
+    print(record.arguments_text())
+    record.open_trackers(args["trackers"], config)  # owned by the record: closed with the run's status
+    for step, loss in ((1, 2.0), (2, 1.5)):
+        record.log_metrics({"step": step, "loss": loss, "learning_rate": 1e-4})  # run folder and trackers
+    record.update(final_metrics={"eval_loss": 1.4})
 """
 
 

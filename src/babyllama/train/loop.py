@@ -166,7 +166,7 @@ def start_record(t: Training) -> RunRecord | NullRecord:
         overwrite=cfg.overwrite_output_dir, resume=plan.resume_from is not None, parent=cfg.init_from,
         inputs=(cfg.data, cfg.init_from),
         extra={"data": {"folder": str(cfg.data), "fingerprint": data.fingerprint, "origin": data.manifest["origin"],
-                        "train_tokens": int(len(t.sampler.tokens)), "valid_tokens": int(len(data.tokens("valid")))},
+                        "train_tokens": len(data.tokens("train")), "valid_tokens": len(data.tokens("valid"))},
                "tokenizer": {"hash": tokenizer.hash, "vocab_size": tokenizer.vocab_size},
                "device": {"type": device.type, "name": torch.cuda.get_device_name(device) if device.type == "cuda"
                           else "cpu", "precision": plan.precision.name, "threads": torch.get_num_threads()},
