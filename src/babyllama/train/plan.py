@@ -18,6 +18,7 @@ import torch
 
 from babyllama.config import ModelConfig, TrainConfig, preset_model, resumable_options
 from babyllama.data.shards import PretokenizedData
+from babyllama.data.tokenizer import load_tokenizer
 from babyllama.errors import BabyLlamaError
 from babyllama.layout import RunFolder, resolve_checkpoint
 from babyllama.modelio import load_model
@@ -74,8 +75,6 @@ def _run_tokenizer_hash(run_dir: Path) -> Optional[str]:
         pass
     folder = RunFolder(run_dir).tokenizer
     if (folder / "tokenizer.json").is_file():
-        from babyllama.data.tokenizer import load_tokenizer
-
         return load_tokenizer(folder).hash
     return None
 
