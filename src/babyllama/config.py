@@ -121,6 +121,12 @@ class TrainConfig:
     adam_beta1: float = opt(0.9, "AdamW beta1")
     adam_beta2: float = opt(0.95, "AdamW beta2")
     adam_epsilon: float = opt(1e-8, "AdamW epsilon")
+    optim: str = opt("adamw", "optimizer: adamw, or muon (Muon for the blocks' weight matrices, AdamW for "
+                              "embeddings, head and norms)", choices=("adamw", "muon"))
+    muon_learning_rate: Optional[float] = opt(None, "Muon's peak learning rate (default: --learning_rate); "
+                                                    "follows the same schedule")
+    muon_weight_decay: float = opt(0.1, "Muon's weight decay")
+    muon_momentum: float = opt(0.95, "Muon's momentum (Nesterov)")
     max_grad_norm: float = opt(1.0, "clip gradients to this global norm (0 disables)")
     max_consecutive_nonfinite: int = opt(10, "stop after this many optimizer steps in a row with a NaN/Inf loss or "
                                              "gradient (each one is skipped and counted; checked when logging or "

@@ -30,7 +30,7 @@ class OptimizerStep:
     def __call__(self, step: int, lr: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(loss of the global batch, gradient norm, finite flag), all on the device."""
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's groups keep their own peak
         step_loss = torch.zeros((), device=self.device)
         for micro in range(self.accumulation):
             inputs, targets = self.load_batch(step, micro)  # prefetched + pinned on CUDA (train/fastpaths.py)
