@@ -122,6 +122,12 @@ class TrainConfig:
     adam_beta1: float = opt(0.9, "AdamW beta1")
     adam_beta2: float = opt(0.95, "AdamW beta2")
     adam_epsilon: float = opt(1e-8, "AdamW epsilon")
+    optim: str = opt("adamw", "optimizer: adamw, or muon (Muon for the blocks' weight matrices, AdamW for "
+                              "embeddings, head and norms)", choices=("adamw", "muon"))
+    muon_learning_rate: Optional[float] = opt(None, "Muon's peak learning rate (default: --learning_rate); "
+                                                    "follows the same schedule")
+    muon_weight_decay: float = opt(0.1, "Muon's weight decay")
+    muon_momentum: float = opt(0.95, "Muon's momentum (Nesterov)")
     max_grad_norm: float = opt(1.0, "clip gradients to this global norm (0 disables)")
     max_consecutive_nonfinite: int = opt(10, "stop after this many optimizer steps in a row with a NaN/Inf loss or "
                                              "gradient (each one is skipped and counted; checked when logging or "
@@ -161,7 +167,7 @@ class TrainConfig:
                     "logging_steps", "num_train_epochs", "max_consecutive_nonfinite", "stop_timeout",
                     "sample_max_new_tokens"]
         optional = ["eval_steps", "save_steps", "max_time", "per_device_eval_batch_size", "eval_max_tokens",
-                    "save_total_limit"]
+                    "save_total_limit", "muon_learning_rate"]
         for name in positive + [n for n in optional if getattr(self, n) is not None]:
             value = getattr(self, name)
             if value is None or isinstance(value, bool) or not value > 0 or math.isinf(value):  # `not >`: NaN too
@@ -181,6 +187,13 @@ class TrainConfig:
                 raise BabyLlamaError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
         if not self.adam_epsilon > 0:
             raise BabyLlamaError(f"--adam_epsilon must be positive, got {self.adam_epsilon}")
+        if not self.muon_weight_decay >= 0 or not 0 <= self.muon_momentum < 1:
+            raise BabyLlamaError(f"--muon_weight_decay must be >= 0 and --muon_momentum in [0, 1), got "
+                                 f"{self.muon_weight_decay} and {self.muon_momentum}")
+        if self.optim == "muon" and self.fsdp:
+            raise BabyLlamaError("--optim muon does not work with --fsdp: Muon orthogonalises whole weight "
+                                 "matrices, which FSDP shards across processes. Use DDP (leave --fsdp off) or "
+                                 "--optim adamw")
         for tracker in self.report_to:
             if tracker not in TRACKERS and tracker != "all":
                 raise BabyLlamaError(f"--report_to '{tracker}' is not a tracker{did_you_mean(tracker, TRACKERS)}; "

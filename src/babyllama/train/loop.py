@@ -119,7 +119,9 @@ def build(plan: Plan, dist: Distributed, log: Callable[[str], None]) -> Training
     if dist.active:
         torch.manual_seed(cfg.seed + dist.rank)  # same weights on every rank (above), own dropout stream per rank
     optimizer = build_optimizer(model, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon, device=device)
+                                betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon, device=device,
+                                optim=cfg.optim, muon_learning_rate=cfg.muon_learning_rate,
+                                muon_weight_decay=cfg.muon_weight_decay, muon_momentum=cfg.muon_momentum)
     scaler = torch.amp.GradScaler(device.type) if plan.precision.dtype == torch.float16 else None
     state = TrainState()
     if plan.resume_from:

@@ -6,9 +6,16 @@ import math
 
 import torch
 
+from babyllama.train.muon import MuonWithAdamW
+
 
 def build_optimizer(model: torch.nn.Module, *, learning_rate: float, weight_decay: float, betas: tuple[float, float],
-                    eps: float, device: torch.device) -> torch.optim.AdamW:
+                    eps: float, device: torch.device, optim: str = "adamw", muon_learning_rate: float | None = None,
+                    muon_weight_decay: float = 0.1, muon_momentum: float = 0.95):
+    if optim == "muon":
+        return MuonWithAdamW(model, learning_rate=learning_rate, weight_decay=weight_decay, betas=betas, eps=eps,
+                             muon_learning_rate=muon_learning_rate or learning_rate,
+                             muon_weight_decay=muon_weight_decay, muon_momentum=muon_momentum, device=device)
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:

@@ -1,0 +1,84 @@
+"""--optim muon: the parameter split, the two learning rates, skipped non-finite steps and exact resume."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from babyllama.config import ModelConfig
+from babyllama.model import Llama
+from babyllama.train.muon import MuonWithAdamW, is_hidden_matrix, parameter_split
+from conftest import TINY_MODEL, pretrain_tiny
+
+
+def _model() -> Llama:
+    torch.manual_seed(0)
+    return Llama(ModelConfig(**TINY_MODEL, vocab_size=300))
+
+
+def _optimizer(model, **overrides) -> MuonWithAdamW:
+    settings = dict(learning_rate=1e-3, weight_decay=0.1, betas=(0.9, 0.95), eps=1e-8, muon_learning_rate=2e-2,
+                    muon_weight_decay=0.0, muon_momentum=0.95, device=torch.device("cpu"))
+    return MuonWithAdamW(model, **{**settings, **overrides})
+
+
+def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
+    model = _model()
+    optimizer = _optimizer(model)
+    muon_params = {id(p) for g in optimizer.muon.param_groups for p in g["params"]}
+    for name, param in model.named_parameters():
+        expected = name.endswith("_proj.weight")  # q k v o gate up down
+        assert (id(param) in muon_params) == expected, name
+        assert is_hidden_matrix(name, param) == expected
+    split = parameter_split(model)
+    assert split["muon"] + split["adamw"] == model.num_params() and split["muon"] > 0 and split["adamw"] > 0
+
+
+def test_each_optimizer_follows_the_schedule_at_its_own_peak():
+    optimizer = _optimizer(_model())
+    scales = [g["lr_scale"] for g in optimizer.param_groups]
+    assert scales[:2] == [1.0, 1.0] and scales[2] == pytest.approx(20.0)
+    for group in optimizer.param_groups:  # what train/step.py does with the scheduled learning rate
+        group["lr"] = 5e-4 * group["lr_scale"]
+    assert optimizer.muon.param_groups[0]["lr"] == pytest.approx(1e-2)
+    assert optimizer.adamw.param_groups[0]["lr"] == pytest.approx(5e-4)
+
+
+def test_a_step_moves_every_parameter_and_the_state_round_trips():
+    model = _model()
+    optimizer = _optimizer(model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    tokens = torch.randint(0, 300, (2, 17))
+    model(tokens[:, :-1], tokens[:, 1:]).backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    moved = [n for n, p in model.named_parameters() if not torch.equal(before[n], p)]
+    assert sorted(moved) == sorted(before)
+    state = optimizer.state_dict()
+    assert set(state) == {"adamw", "muon"} and state["muon"]["state"]  # momentum buffers are saved
+    fresh = _optimizer(model)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.muon.state_dict()["state"][0]["momentum_buffer"], state["muon"]["state"][0]["momentum_buffer"])
+    with pytest.raises(Exception, match="another --optim"):
+        fresh.load_state_dict(torch.optim.AdamW(model.parameters()).state_dict())
+
+
+def test_pretrain_with_muon_learns_and_resumes_bit_identically(prepared_512, tmp_path):
+    settings = dict(optim="muon", muon_learning_rate=2e-2, save_steps=5, save_total_limit=None)
+    whole = pretrain_tiny(prepared_512, tmp_path, "whole", max_steps=12, **settings)
+    rows = [line for line in (whole / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+    first, last = (float(r.split('"loss": ')[1].split(",")[0]) for r in (rows[0], rows[-1]))
+    assert last < first
+    part = tmp_path / "part"
+    part.mkdir()
+    shutil.copytree(whole / "checkpoints" / "step_000005", part / "checkpoints" / "step_000005")
+    shutil.copytree(whole / "tokenizer", part / "tokenizer")
+    from babyllama.train.loop import pretrain
+
+    resumed = pretrain({"resume_from_checkpoint": str(part), "disable_tqdm": True}, {}, log=lambda _: None)
+    a = load_file(str(whole / "model" / "model.safetensors"))
+    b = load_file(str(resumed / "model" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
