@@ -51,19 +51,19 @@ print(tokens)
 
 
 def build_corpus(source: Path, megabytes: float, folder: Path) -> Path:
-    """<folder>/train.txt of about `megabytes` MB: the shared stories, repeated, <|endoftext|>-separated."""
-    text = source.read_text(encoding="utf-8").strip()
-    piece = (text + "\n<|endoftext|>\n").encode("utf-8")
+    """<folder>/train.txt of about `megabytes` MB (whole stories): the shared stories, repeated."""
+    separator = b"\n<|endoftext|>\n"
+    piece = source.read_text(encoding="utf-8").strip().encode("utf-8") + separator
     target = int(megabytes * 1_000_000)
+    folder.mkdir(parents=True)
     path = folder / "train.txt"
     with open(path, "wb") as out:
         written = 0
-        while written < target:
-            chunk = piece[:target - written] if target - written < len(piece) else piece
-            if len(chunk) < len(piece):  # end on a whole story
-                chunk = chunk[:chunk.rfind(b"<|endoftext|>") + len(b"<|endoftext|>")] or piece
-            out.write(chunk)
-            written += len(chunk)
+        while written + len(piece) <= target:
+            out.write(piece)
+            written += len(piece)
+        rest = piece[:target - written]
+        out.write(rest[:rest.rfind(separator) + len(separator)] if separator in rest else b"")
     shutil.copy(source.with_name("valid.txt"), folder / "valid.txt")
     return path
 

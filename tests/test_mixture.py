@@ -65,7 +65,7 @@ def test_batches_are_a_pure_function_of_seed_and_sample():
 
 
 def test_mixture_needs_one_tokenizer(prepared_512, tinystories, tmp_path):
-    shared = prepare(PrepareConfig(data=str(tinystories / "valid.txt"), tokenizer=str(prepared_512 / "tokenizer"),
+    shared = prepare(PrepareConfig(data=str(tinystories / "valid.txt"), tokenizer=str(prepared_512),
                                    out=str(tmp_path / "shared"), num_proc=1, disable_tqdm=True), log=lambda _: None)
     folders = open_mixture(parse_mixture(f"{prepared_512}:0.5 {shared}:0.5"))
     assert folders[0].tokenizer.hash == folders[1].tokenizer.hash

@@ -30,6 +30,8 @@ from babyllama.errors import BabyLlamaError
 
 STAGING = ".prepare-staging"
 VERIFY_DOCUMENTS = 2000
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                   "added_tokens.json")
 
 @dataclass
 class PrepareConfig:
@@ -37,7 +39,8 @@ class PrepareConfig:
                     "), or a local .txt/.jsonl/.parquet file, folder or glob")
     out: Optional[str] = opt(None, "output folder (default: data/<name>-<vocab_size>)")
     vocab_size: int = opt(2048, "tokenizer vocabulary size, special tokens included")
-    tokenizer: Optional[str] = opt(None, "reuse this tokenizer folder (e.g. another prepared folder's tokenizer/)")
+    tokenizer: Optional[str] = opt(None, "reuse this tokenizer: a tokenizer folder, or a prepared data folder (its "
+                                         "tokenizer/), so that several folders share one tokenizer (mixtures)")
     text_field: str = opt("text", "field holding the text in .jsonl, .parquet and Hub datasets")
     subset: Optional[str] = opt(None, "Hub dataset configuration (subset), e.g. sample-10BT")
     data_split: str = opt("train", "split of a Hub dataset to train on")
@@ -141,7 +144,8 @@ class Source:
             return self.hub.documents(self.hub.split, shuffle_seed=0), "shards in a seeded order (seed 0)"
         if self.cfg.max_bytes or self.cfg.max_examples:
             return self.train_documents(), "the slice, from its start"
-        return spread_sample(self.corpus.train, self.cfg.tokenizer_max_bytes, self.cfg.text_field)
+        return spread_sample(self.corpus.train, self.cfg.tokenizer_max_bytes, self.cfg.text_field,
+                             self.cfg.skip_bad_lines)
 
     def size_hint(self) -> Optional[int]:
         if self.cfg.max_bytes:
@@ -208,7 +212,14 @@ def _get_tokenizer(cfg: PrepareConfig, source: Source, given: Optional[BabyToken
     """The tokenizer: given, found in the staging folder (a resumed run), or trained on a spread sample."""
     if given:
         log(f"reusing tokenizer {cfg.tokenizer} ({given.vocab_size} tokens)")
-        given.save(work / "tokenizer")
+        if (given.path / "tokenizer_config.json").is_file():  # a saved folder: copied as is (no transformers import)
+            shutil.rmtree(work / "tokenizer", ignore_errors=True)
+            (work / "tokenizer").mkdir()
+            for name in TOKENIZER_FILES:
+                if (given.path / name).is_file():
+                    shutil.copy2(given.path / name, work / "tokenizer" / name)
+        else:
+            given.save(work / "tokenizer")
         return given, {}
     info_path = work / "tokenizer-training.json"
     if (work / "tokenizer" / "tokenizer.json").is_file() and info_path.is_file():
@@ -247,11 +258,17 @@ def _choose_encoder(tokenizer: BabyTokenizer, source: Source, choice: str, log):
     return encoder
 
 
+def _tokenizer_folder(given: str) -> Path:
+    """--tokenizer may name a tokenizer folder, its tokenizer.json, or a prepared data folder holding tokenizer/."""
+    path = Path(given)
+    return path / "tokenizer" if (path / "tokenizer" / "tokenizer.json").is_file() else path
+
+
 def prepare(cfg: PrepareConfig, log=print) -> Path:
     validate(cfg)
     out = Path(cfg.out) if cfg.out else default_out(cfg)
     source = Source(cfg)
-    given_tokenizer = load_tokenizer(cfg.tokenizer) if cfg.tokenizer else None
+    given_tokenizer = load_tokenizer(_tokenizer_folder(cfg.tokenizer)) if cfg.tokenizer else None
     parts = {
         "format_version": FORMAT_VERSION, "source": source.fingerprint_parts(),
         "vocab_size": None if given_tokenizer else cfg.vocab_size,

@@ -73,12 +73,13 @@ def _block_documents(path: Path, start: int, length: int, text_field: str, separ
             yield text.strip()
 
 
-def spread_sample(paths: list[Path], max_bytes: int, text_field: str) -> tuple[Iterator[str], str]:
+def spread_sample(paths: list[Path], max_bytes: int, text_field: str,
+                  skip_bad_lines: bool = True) -> tuple[Iterator[str], str]:
     """Documents spread evenly over the files, about max_bytes of them; and how they were chosen."""
     total = sum(p.stat().st_size for p in paths)
     seekable = all(p.suffix.lower() in (".txt", ".jsonl", ".json") for p in paths)
     if total <= max_bytes or not seekable:
-        reader = (d for p in paths for d in read_documents(p, text_field=text_field, skip_bad_lines=True))
+        reader = (d for p in paths for d in read_documents(p, text_field=text_field, skip_bad_lines=skip_bad_lines))
         return reader, ("whole corpus" if total <= max_bytes else "first documents (parquet is not sampled)")
     block_bytes = max(4096, min(BLOCK_BYTES, max_bytes // 64))  # at least 64 places, even for a small sample
     blocks = max(1, max_bytes // block_bytes)
