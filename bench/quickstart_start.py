@@ -59,18 +59,21 @@ def main() -> None:
         build_mirror(Path(args.stories), args.mb, tmp / "mirror")
         env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "BABYLLAMA_HUB_MIRROR": str(tmp / "mirror")}
         metrics = tmp / "runs" / "qs" / "metrics.jsonl"
+        log = tmp / "quickstart.log"  # a file, not a pipe: nobody reads a pipe while we poll, and it would fill
         started = time.perf_counter()
-        child = subprocess.Popen([sys.executable, "-m", "babyllama", "quickstart", "--data", "tinystories",
-                                  "--max_time", str(args.max_time), "--logging_steps", "1",
-                                  "--output_dir", str(tmp / "runs"), "--run_name", "qs"],
-                                 cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        first_step = None
-        while child.poll() is None and first_step is None:
-            if metrics.is_file() and any('"loss"' in line for line in metrics.read_text().splitlines()):
-                first_step = time.perf_counter() - started
-            time.sleep(0.05)
-        output, _ = child.communicate()
+        with open(log, "w") as out:
+            child = subprocess.Popen([sys.executable, "-m", "babyllama", "quickstart", "--data", "tinystories",
+                                      "--max_time", str(args.max_time), "--logging_steps", "1",
+                                      "--output_dir", str(tmp / "runs"), "--run_name", "qs"],
+                                     cwd=tmp, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+            first_step = None
+            while child.poll() is None and first_step is None:
+                if metrics.is_file() and any('"loss"' in line for line in metrics.read_text().splitlines()):
+                    first_step = time.perf_counter() - started
+                time.sleep(0.05)
+            child.wait()
         total = time.perf_counter() - started
+        output = log.read_text()
         if child.returncode != 0:
             raise SystemExit(f"quickstart failed:\n{output[-3000:]}")
         ready = next((line for line in output.splitlines() if line.startswith("data ready after")), "")
