@@ -87,6 +87,13 @@ def resolve_corpus(data: str) -> Corpus:
                          f"(hf:OWNER/NAME, or {names})")
 
 
+def hub_reachable(host: str = "huggingface.co", timeout: float = 4.0) -> bool:
+    """Kept here for the fine-tuning data reader; the Hub code lives in data/hub.py."""
+    from babyllama.data.hub import hub_reachable as reachable
+
+    return reachable(host, timeout)
+
+
 # --------------------------------------------------------------------------- readers
 
 
