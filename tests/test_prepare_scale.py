@@ -167,3 +167,17 @@ def test_hub_errors_are_clear(mirror, tmp_path):
         prepare(_quiet(data="hf:nope", out=str(tmp_path / "b")), log=lambda _: None)
     with pytest.raises(BabyLlamaError, match="apply to Hub datasets"):
         prepare(_quiet(data=str(mirror), subset="x", out=str(tmp_path / "c")), log=lambda _: None)
+
+
+def test_text_file_shortcut_streams_stories(tinystories, tmp_path, monkeypatch, prepared_512):
+    repo = tmp_path / "mirror" / "roneneldan" / "TinyStories"
+    repo.mkdir(parents=True)
+    (repo / "TinyStoriesV2-GPT4-train.txt").write_bytes((tinystories / "train.txt").read_bytes())
+    (repo / "TinyStoriesV2-GPT4-valid.txt").write_bytes((tinystories / "valid.txt").read_bytes())
+    monkeypatch.setenv("BABYLLAMA_HUB_MIRROR", str(tmp_path / "mirror"))
+    out = prepare(_quiet(data="tinystories-v2", tokenizer=str(prepared_512), out=str(tmp_path / "v2"), num_proc=1,
+                         max_examples=500), log=lambda _: None)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["splits"]["train"]["documents"] == 500 and manifest["splits"]["valid"]["documents"] == 220
+    valid = np.fromfile(out / "valid.bin", dtype=np.uint16)
+    assert np.array_equal(valid, np.fromfile(prepared_512 / "valid.bin", dtype=np.uint16))

@@ -5,7 +5,7 @@ and `--max_examples` / `--max_bytes` stop reading early. The known names are sho
 
 BABYLLAMA_HUB_MIRROR=FOLDER (for tests and for timing the online path offline) serves `hf:OWNER/NAME` from
 FOLDER/OWNER/NAME/<split>*.{parquet,jsonl,json} through the same `datasets` streaming code, with datasets'
-parquet/json builders in place of the Hub.
+parquet/json builders in place of the Hub (and text-file datasets from FOLDER/OWNER/NAME/<file>.txt).
 """
 
 from __future__ import annotations
@@ -17,12 +17,16 @@ from typing import Iterator, Optional
 
 from babyllama.errors import BabyLlamaError
 
-# name -> (repo id, train split, validation split); the text is in the "text" column
+# name -> (repo id, train split, validation split, text files or None); the text is in the "text" column.
+# Datasets published only as <|endoftext|>-separated text files are streamed file by file from the repository.
 KNOWN_DATASETS = {
-    "tinystories": ("roneneldan/TinyStories", "train", "validation"),
-    "tinystories-v2": ("noanabeshima/TinyStoriesV2", "train", "validation"),
-    "tinystories-instruct": ("roneneldan/TinyStoriesInstruct", "train", "validation"),
+    "tinystories": ("roneneldan/TinyStories", "train", "validation", None),
+    "tinystories-v2": ("roneneldan/TinyStories", "train", "validation",
+                       {"train": "TinyStoriesV2-GPT4-train.txt", "validation": "TinyStoriesV2-GPT4-valid.txt"}),
+    "tinystories-instruct": ("roneneldan/TinyStoriesInstruct", "train", "validation",
+                             {"train": "TinyStories-Instruct-train.txt", "validation": "TinyStories-Instruct-valid.txt"}),
 }
+SEPARATOR = b"<|endoftext|>"
 MIRROR_ENV = "BABYLLAMA_HUB_MIRROR"
 BATCH_ROWS = 1000
 
@@ -36,6 +40,7 @@ class HubSource:
     text_field: str
     revision: Optional[str]
     cache_dir: Optional[str] = None
+    files: Optional[dict] = None  # split -> text file in the repository, for text-file datasets
 
     @property
     def origin(self) -> str:
@@ -44,7 +49,7 @@ class HubSource:
 
     def fingerprint_parts(self) -> dict:
         parts = {"repo": self.repo, "subset": self.subset, "split": self.split, "valid_split": self.valid_split,
-                 "text_field": self.text_field, "revision": self.revision}
+                 "text_field": self.text_field, "revision": self.revision, "files": self.files}
         mirror = os.environ.get(MIRROR_ENV)
         if mirror:
             files = sorted((Path(mirror) / self.repo).glob("*"))
@@ -53,6 +58,9 @@ class HubSource:
 
     def documents(self, split: str, shuffle_seed: Optional[int] = None) -> Iterator[str]:
         """Stripped, non-empty texts of one split, streamed; shuffle_seed visits the shards in a seeded order."""
+        if self.files:
+            yield from self._text_file_documents(split)
+            return
         dataset = self._open(split)
         if shuffle_seed is not None:
             dataset = dataset.shuffle(seed=shuffle_seed, buffer_size=10_000)
@@ -68,6 +76,33 @@ class HubSource:
             raise
         except Exception as err:  # network and format errors come in many types; all mean the same here
             raise BabyLlamaError(f"reading {self.origin} split '{split}' failed: {type(err).__name__}: {err}") from None
+
+    def _text_file_documents(self, split: str) -> Iterator[str]:
+        """<|endoftext|>-separated stories of one text file, streamed (range requests on the Hub)."""
+        if split not in self.files:
+            raise BabyLlamaError(f"{self.origin} has no split '{split}' (splits: {', '.join(self.files)})")
+        mirror = os.environ.get(MIRROR_ENV)
+        if mirror:
+            handle = open(Path(mirror) / self.repo / self.files[split], "rb")
+        else:
+            if not hub_reachable():
+                raise BabyLlamaError(f"cannot reach the Hugging Face Hub to stream {self.repo}. Offline, point "
+                                     f"--data at local files, e.g. --data ../shared/data/tinystories")
+            from huggingface_hub import HfFileSystem
+
+            rev = f"@{self.revision}" if self.revision else ""
+            handle = HfFileSystem().open(f"datasets/{self.repo}{rev}/{self.files[split]}", "rb", block_size=1 << 24)
+        with handle:
+            pending = b""
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                *stories, pending = (pending + block).split(SEPARATOR)
+                for story in stories:
+                    text = story.decode("utf-8", errors="replace").strip()
+                    if text:
+                        yield text
+            text = pending.decode("utf-8", errors="replace").strip()
+            if text:
+                yield text
 
     def _open(self, split: str):
         import datasets
@@ -113,9 +148,9 @@ def hub_source(data: str, *, subset: Optional[str], split: str, valid_split: Opt
                revision: Optional[str], cache_dir: Optional[str]) -> Optional[HubSource]:
     """--data as a Hub dataset (hf:OWNER/NAME or a known name), or None when it names something else."""
     if data.lower() in KNOWN_DATASETS:
-        repo, train_split, known_valid = KNOWN_DATASETS[data.lower()]
+        repo, train_split, known_valid, files = KNOWN_DATASETS[data.lower()]
         return HubSource(repo, subset, split if split != "train" else train_split, valid_split or known_valid,
-                         text_field, revision, cache_dir)
+                         text_field, revision, cache_dir, files)
     if data.startswith("hf:"):
         repo = data[3:].strip("/")
         if repo.count("/") != 1 or not all(repo.split("/")):
