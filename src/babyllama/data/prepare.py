@@ -212,7 +212,8 @@ def _get_tokenizer(cfg: PrepareConfig, source: Source, given: Optional[BabyToken
     """The tokenizer: given, found in the staging folder (a resumed run), or trained on a spread sample."""
     if given:
         log(f"reusing tokenizer {cfg.tokenizer} ({given.vocab_size} tokens)")
-        if (given.path / "tokenizer_config.json").is_file():  # a saved folder: copied as is (no transformers import)
+        if given.path.name == "tokenizer" and (given.path.parent / "manifest.json").is_file():
+            # another prepared folder's tokenizer: copied as is (saving would import transformers: seconds)
             shutil.rmtree(work / "tokenizer", ignore_errors=True)
             (work / "tokenizer").mkdir()
             for name in TOKENIZER_FILES:
