@@ -13,6 +13,7 @@ and prints MB/s, tokens/s, peak memory (resident set of the process and all its 
 
     python bench/prepare.py --mb 200 --workers 1,2          # the issue's table on a 2-core machine
     python bench/prepare.py --mb 2                           # a quick check that it runs
+    python bench/prepare.py --mb 2000 --workers 2 --skip_baseline --train_tokenizer   # a new 2 GB corpus
 """
 
 from __future__ import annotations
@@ -99,6 +100,9 @@ def main() -> None:
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "tinystories" / "train.txt"))
     parser.add_argument("--results", default=str(REPO / "bench" / "results"))
     parser.add_argument("--skip_baseline", action="store_true")
+    parser.add_argument("--train_tokenizer", action="store_true",
+                        help="prepare trains its own tokenizer (on its spread sample) instead of reusing one: "
+                             "the whole cost of preparing a new corpus")
     args = parser.parse_args()
 
     from babyllama.data.sources import read_documents
@@ -126,14 +130,16 @@ def main() -> None:
 
         for n in workers:
             out = tmp / f"out-{n}"
+            tokenizer_args = (["--vocab_size", str(args.vocab_size)] if args.train_tokenizer else
+                              ["--tokenizer", str(tmp / "tokenizer")])
             measured = run_measured([sys.executable, "-m", "babyllama", "prepare", "--data", str(tmp / "corpus"),
-                                     "--tokenizer", str(tmp / "tokenizer"), "--out", str(out), "--num_proc", str(n),
-                                     "--disable_tqdm"], env)
+                                     *tokenizer_args, "--out", str(out), "--num_proc", str(n), "--disable_tqdm"], env)
             manifest = json.loads((out / "manifest.json").read_text())
             measured.pop("stdout")
             measured["tokens"] = sum(s["tokens"] for s in manifest["splits"].values())
             measured["bytes"] = corpus_bytes
             measured["encoder"] = manifest["encoder"]["kind"]
+            measured["manifest_seconds"] = manifest["seconds"]  # tokenizer training / encoding / total
             results["runs"][f"babyllama prepare, {n} worker{'s' if n > 1 else ''}"] = measured
             shutil.rmtree(out)
 
