@@ -181,3 +181,19 @@ def test_text_file_shortcut_streams_stories(tinystories, tmp_path, monkeypatch, 
     assert manifest["splits"]["train"]["documents"] == 500 and manifest["splits"]["valid"]["documents"] == 220
     valid = np.fromfile(out / "valid.bin", dtype=np.uint16)
     assert np.array_equal(valid, np.fromfile(prepared_512 / "valid.bin", dtype=np.uint16))
+
+
+def test_a_fast_encoder_that_disagrees_is_not_used(monkeypatch, prepared_512, tinystories, tmp_path):
+    from babyllama.data import encode
+
+    original = encode.Encoder.encode
+    monkeypatch.setattr(encode.Encoder, "encode",
+                        lambda self, text: original(self, text) + ([0] if self.kind == "tiktoken" else []))
+    messages = []
+    out = prepare(_quiet(data=str(tinystories / "valid.txt"), tokenizer=str(prepared_512), out=str(tmp_path / "d"),
+                         num_proc=1), log=messages.append)
+    assert json.loads((out / "manifest.json").read_text())["encoder"]["kind"] == "tokenizers"
+    assert any("tiktoken disagrees with tokenizers" in m for m in messages)
+    with pytest.raises(BabyLlamaError, match="--encoder tiktoken gives other ids"):
+        prepare(_quiet(data=str(tinystories / "valid.txt"), tokenizer=str(prepared_512), out=str(tmp_path / "e"),
+                       num_proc=1, encoder="tiktoken"), log=lambda _: None)
