@@ -100,6 +100,8 @@ def main() -> None:
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "tinystories" / "train.txt"))
     parser.add_argument("--results", default=str(REPO / "bench" / "results"))
     parser.add_argument("--skip_baseline", action="store_true")
+    parser.add_argument("--keep_corpus", default=None,
+                        help="also copy the built corpus (train.txt, valid.txt) into this folder, e.g. for a kill test")
     parser.add_argument("--train_tokenizer", action="store_true",
                         help="prepare trains its own tokenizer (on its spread sample) instead of reusing one: "
                              "the whole cost of preparing a new corpus")
@@ -117,6 +119,8 @@ def main() -> None:
         tmp = Path(tmp)
         corpus = build_corpus(Path(args.data), args.mb, tmp / "corpus")
         corpus_bytes = corpus.stat().st_size + (tmp / "corpus" / "valid.txt").stat().st_size
+        if args.keep_corpus:
+            shutil.copytree(tmp / "corpus", args.keep_corpus, dirs_exist_ok=True)
         tokenizer = train_tokenizer(read_documents(Path(args.data)), args.vocab_size, show_progress=False)
         tokenizer.save(tmp / "tokenizer")
         print(f"corpus {corpus_bytes / 1e6:.1f} MB in {corpus.parent}; tokenizer {args.vocab_size} tokens")
