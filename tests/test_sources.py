@@ -73,9 +73,16 @@ def test_invalid_utf8_is_a_clear_error(tmp_path):
 
 
 def test_hub_offline_fails_fast_with_local_hint(monkeypatch, tmp_path):
+    import time
+
+    from babyllama.data.prepare import PrepareConfig, prepare
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("BABYLLAMA_HUB_MIRROR", raising=False)
+    started = time.time()
     with pytest.raises(BabyLlamaError, match="--data ../shared/data/tinystories"):
-        resolve_corpus("tinystories", cache_dir=str(tmp_path))
+        prepare(PrepareConfig(data="tinystories", out=str(tmp_path / "out"), disable_tqdm=True), log=lambda _: None)
+    assert time.time() - started < 10 and not (tmp_path / "out").exists()
 
 
 def test_missing_path_is_a_clear_error():

@@ -1,15 +1,13 @@
-"""Where documents come from: the Hugging Face Hub, or local .txt / .jsonl / .parquet files.
+"""Where local documents come from: .txt / .jsonl / .parquet files (Hub datasets stream through data/hub.py).
 
-A *source* is one file. `resolve_corpus` turns what the user typed (`tinystories`, a file, a folder or a
-glob) into train and validation sources; `read_documents` yields the documents of one source.
+A *source* is one file. `resolve_corpus` turns what the user typed (a file, a folder or a glob) into train and
+validation sources; `read_documents` yields the documents of one source.
 """
 
 from __future__ import annotations
 
 import glob as globlib
 import json
-import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
@@ -18,10 +16,6 @@ from babyllama.errors import BabyLlamaError
 
 SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
 STORY_SEPARATOR = "<|endoftext|>"
-HUB_DATASETS = {
-    # name -> (repo id, train file, validation file) of plain-text files in the dataset repository
-    "tinystories": ("roneneldan/TinyStories", "TinyStories-train.txt", "TinyStories-valid.txt"),
-}
 
 
 @dataclass
@@ -61,10 +55,8 @@ def _validation_beside(train_file: Path) -> list[Path]:
     return candidates[:1]
 
 
-def resolve_corpus(data: str, cache_dir: Optional[str] = None) -> Corpus:
+def resolve_corpus(data: str) -> Corpus:
     """Map --data to train and validation files."""
-    if data.lower() in HUB_DATASETS:
-        return download_hub_corpus(data.lower(), cache_dir)
     path = Path(data).expanduser()
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if _supported(p))
@@ -88,39 +80,18 @@ def resolve_corpus(data: str, cache_dir: Optional[str] = None) -> Corpus:
         train = [p for p in matches if not _is_validation(p)] or matches
         valid = [p for p in matches if _is_validation(p) and p not in train]
         return Corpus(train, valid, data)
-    names = ", ".join(HUB_DATASETS)
-    raise BabyLlamaError(f"--data '{data}' is not a file, folder or glob that exists, nor a known Hub dataset ({names})")
+    from babyllama.data.hub import KNOWN_DATASETS
+
+    names = ", ".join(KNOWN_DATASETS)
+    raise BabyLlamaError(f"--data '{data}' is not a file, folder or glob that exists, nor a Hub dataset "
+                         f"(hf:OWNER/NAME, or {names})")
 
 
 def hub_reachable(host: str = "huggingface.co", timeout: float = 4.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        return False
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    """Kept here for the fine-tuning data reader; the Hub code lives in data/hub.py."""
+    from babyllama.data.hub import hub_reachable as reachable
 
-
-def download_hub_corpus(name: str, cache_dir: Optional[str] = None) -> Corpus:
-    """Fetch a dataset's text files from the Hub (cached by huggingface_hub after the first time)."""
-    repo_id, train_name, valid_name = HUB_DATASETS[name]
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
-
-    cached = [try_to_load_from_cache(repo_id, f, repo_type="dataset", cache_dir=cache_dir) for f in (train_name, valid_name)]
-    if all(isinstance(p, str) for p in cached):
-        return Corpus([Path(cached[0])], [Path(cached[1])], f"hf://datasets/{repo_id}")
-    if not hub_reachable():
-        raise BabyLlamaError(
-            f"cannot reach the Hugging Face Hub to download {repo_id}. Offline, point --data at local files, "
-            f"e.g. --data ../shared/data/tinystories (a folder of train.txt / valid.txt), a .jsonl or .parquet file")
-    try:
-        train = hf_hub_download(repo_id, train_name, repo_type="dataset", cache_dir=cache_dir)
-        valid = hf_hub_download(repo_id, valid_name, repo_type="dataset", cache_dir=cache_dir)
-    except Exception as err:  # network errors come in many types; all mean the same to the user
-        raise BabyLlamaError(f"downloading {repo_id} from the Hugging Face Hub failed: {err}. "
-                             f"Use local files with --data PATH instead") from None
-    return Corpus([Path(train)], [Path(valid)], f"hf://datasets/{repo_id}")
+    return reachable(host, timeout)
 
 
 # --------------------------------------------------------------------------- readers
