@@ -39,6 +39,7 @@ from babyllama.train.nonfinite import NonFiniteGuard
 from babyllama.train.step import OptimizerStep
 from babyllama.train.device import Precision, choose_precision, peak_flops, resolve_device, synchronize
 from babyllama.train.optim import build_optimizer, learning_rate_at
+from babyllama.train.memory import guard_out_of_memory
 from babyllama.train.recipes import recipe_for
 
 SAMPLE_PROMPTS = ("Once upon a time", "")
@@ -46,7 +47,7 @@ SAMPLE_PROMPTS = ("Once upon a time", "")
 RESUMABLE_OVERRIDES = {"max_steps", "max_time", "logging_steps", "eval_steps", "save_steps", "save_total_limit",
                        "report_to", "disable_tqdm", "device", "loss_impl", "num_samples", "sample_max_new_tokens",
                        "eval_max_tokens", "per_device_eval_batch_size", "resume_from_checkpoint", "data",
-                       "max_consecutive_nonfinite", "stop_timeout", "fsdp"}
+                       "max_consecutive_nonfinite", "stop_timeout", "fsdp", "gradient_checkpointing"}
 
 
 # --------------------------------------------------------------------------- configuration
@@ -159,6 +160,7 @@ def plan_run(train_values: dict[str, Any], model_values: dict[str, Any]) -> Plan
                              f"{model.max_seq_len}); lower --seq_len or raise --max_seq_len")
     precision = choose_precision(device, cfg.bf16, cfg.fp16)
     cfg.bf16 = precision.dtype == torch.bfloat16
+    cfg.fp16 = precision.dtype == torch.float16  # 7.x GPUs default to fp16; a resumed run must keep it
     return Plan(cfg, model, device, precision, Path(cfg.output_dir) / cfg.run_name)
 
 
@@ -273,6 +275,7 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
     torch.manual_seed(cfg.seed)
     model = Llama(plan.model).to(device)
     model.loss_impl = cfg.loss_impl  # same loss either way; only speed and memory differ (babyllama/ops)
+    model.gradient_checkpointing = bool(cfg.gradient_checkpointing)  # recompute blocks in backward (less memory)
     if cfg.init_from and not plan.resume_from:
         from babyllama.modelio import load_model
 
@@ -407,6 +410,7 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
                                    precision=precision, dist=dist, load_batch=load_batch,
                                    accumulation=batches.accumulation, max_grad_norm=cfg.max_grad_norm, guard=guard,
                                    device=device)
+    optimizer_step = guard_out_of_memory(optimizer_step, device, cfg, precision.name)  # OOM: say what to lower
     previous_start, overhead = None, 0.0  # the last iteration's start and its evaluation/save seconds
     eval_seconds_each = 0.0
     next_eval_time = (cfg.max_time / 10) if budget and not eval_every else None
