@@ -52,8 +52,8 @@ if [ "${DRY_RUN:-0}" = 1 ]; then
   S15=(--preset 260k --vocab_size 512 --seq_len 32 --batch 2 --warmup 1 --steps 1)
   S110=(--preset 260k --vocab_size 512 --seq_len 64 --batch 2 --warmup 1 --steps 1)
   CHECK=(--device cpu --rows 256 --vocab 512 --model_preset 260k --model_batch 2 --seq_len 32 --precision bf16 fp32)
-  SMOKE=(DEVICE=cpu STEPS=4 LOG_STEPS=1)
-  SMOKE_PRECISIONS="fp32 bf16"  # --fp16 needs a GPU
+  SMOKE=(DEVICE=cpu STEPS=4 LOG_STEPS=1 PRESET=260k BATCH=4 SEQ_LEN=64)
+  SMOKE_PRECISIONS="fp32 bf16"  # --fp16 needs a GPU (and bf16 is slow but tiny here)
   PREPARE=(--mb 2 --workers 1 2)
   DL=(--device cpu --synthetic_tokens 200000 --steps 20)
   LIMIT_SCALE=${LIMIT_SCALE_DRY:-6}

@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/results/gpu}
 DEVICE=${DEVICE:-cuda}
 STEPS=${STEPS:-200}
+PRESET=${PRESET:-15m} BATCH=${BATCH:-32} SEQ_LEN=${SEQ_LEN:-256}  # dry runs on a CPU use a tiny shape
 PRECISION=${PRECISION:-}
 case "$PRECISION" in
   bf16) PREC_FLAGS=(--bf16 true --fp16 false) ;;
@@ -27,8 +28,8 @@ mkdir -p "$OUT"
 # paragraphs are the documents (the story separator the README mentions would split it otherwise)
 cat README.md docs/*.md | sed "s/<.endoftext.>//g" > "$WORK/corpus.txt"
 $PY -m babyllama prepare --data "$WORK/corpus.txt" --vocab_size 512 --valid_fraction 0.1 --out "$WORK/data"
-$PY -m babyllama pretrain --data "$WORK/data" --preset 15m --device "$DEVICE" --max_steps "$STEPS" --seq_len 256 \
-  --per_device_train_batch_size 32 --eval_steps $((STEPS / 2)) --save_steps $((STEPS / 2)) --logging_steps "${LOG_STEPS:-10}" \
+$PY -m babyllama pretrain --data "$WORK/data" --preset "$PRESET" --device "$DEVICE" --max_steps "$STEPS" \
+  --seq_len "$SEQ_LEN" --per_device_train_batch_size "$BATCH" --eval_steps $((STEPS / 2)) --save_steps $((STEPS / 2)) --logging_steps "${LOG_STEPS:-10}" \
   --num_samples 1 --output_dir "$WORK/runs" --run_name smoke --disable_tqdm true --seed 0 ${PREC_FLAGS[@]+"${PREC_FLAGS[@]}"} \
   2>&1 | tee "$OUT/$NAME-log.txt"
 $PY -m babyllama sample --model "$WORK/runs/smoke" --prompt "The" --max_new_tokens 40 --seed 0 --device "$DEVICE"
