@@ -10,8 +10,9 @@ writes a JSON record (machine, versions, settings, results) under bench/results/
         --runners ours ours:loss=standard hf trainer
 
 A runner is KIND[:key=value,...]: KIND is ours, hf (LlamaForCausalLM in a plain loop) or trainer
-(transformers.Trainer); keys: loss=auto|standard|chunked|liger (ours), compile=none|default|reduce-overhead|
-max-autotune-no-cudagraphs, name=LABEL. On CPU the timed steps of the plain-loop runners are interleaved in
+(transformers.Trainer); keys: loss=auto|standard|chunked|liger|cce|fused (ours), compile=none|default|
+reduce-overhead|max-autotune-no-cudagraphs (reduce-overhead = CUDA graphs), gc=on|off (gradient checkpointing, every
+kind), name=LABEL. On CPU the timed steps of the plain-loop runners are interleaved in
 rounds, so a busy shared machine slows them alike.
 """
 
@@ -39,6 +40,7 @@ sys.path.insert(0, str(REPO / "src"))  # run from a bare checkout too (the GPU m
 
 from babyllama.config import PRESETS, ModelConfig  # noqa: E402
 from babyllama.model import Llama  # noqa: E402
+from babyllama.ops.linear_cross_entropy import resolve_loss_impl  # noqa: E402
 from babyllama.train.device import peak_flops, Precision  # noqa: E402
 from babyllama.train.optim import build_optimizer  # noqa: E402
 
@@ -69,10 +71,12 @@ def parse_spec(text: str) -> Spec:
     options = {}
     for item in filter(None, rest.split(",")):
         key, _, value = item.partition("=")
-        if key not in ("loss", "compile", "name"):
+        if key not in ("loss", "compile", "gc", "name"):
             raise SystemExit(f"unknown runner option '{key}' in '{text}'")
         if key == "compile" and value not in COMPILE_MODES:
             raise SystemExit(f"compile={value}: choose one of {', '.join(COMPILE_MODES)}")
+        if key == "gc" and value not in ("on", "off"):
+            raise SystemExit(f"gc={value}: use on or off")
         options[key] = value
     return Spec(kind, options)
 
@@ -163,15 +167,20 @@ class LoopRunner:
                  compile_mode: str):
         self.spec, self.device, self.precision = spec, device, precision
         self.compile_mode = spec.options.get("compile", compile_mode)
+        self.loss_resolved = "transformers"
         if spec.kind == "ours":
             model = Llama(cfg).to(device)
             model.load_state_dict(state_dict)
             model.loss_impl = spec.options.get("loss", "auto")
+            model.gradient_checkpointing = spec.options.get("gc") == "on"
+            self.loss_resolved = resolve_loss_impl(model.loss_impl, device.type)  # after fallbacks, for the record
             self.model = model
             compiled = compile_fn(model, self.compile_mode)
             self.forward = lambda x, y: compiled(x, y)
         else:
             model = build_hf(cfg, state_dict, device)
+            if spec.options.get("gc") == "on":
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             self.model = model
             compiled = compile_fn(model, self.compile_mode)
             # labels= switches the loss on; shift_labels= gives it exactly our targets (no internal shift).
@@ -238,7 +247,9 @@ def run_trainer(spec: Spec, cfg: ModelConfig, state_dict: dict, device: torch.de
         optim="adamw_torch_fused", lr_scheduler_type="constant", bf16=precision.dtype == torch.bfloat16,
         torch_compile=mode != "none", torch_compile_mode=None if mode in ("none", "default") else mode,
         use_cpu=device.type == "cpu", save_strategy="no", report_to="none", logging_steps=10 ** 6,
-        disable_tqdm=True, dataloader_pin_memory=device.type == "cuda", seed=0)
+        disable_tqdm=True, dataloader_pin_memory=device.type == "cuda", seed=0,
+        gradient_checkpointing=spec.options.get("gc") == "on",
+        gradient_checkpointing_kwargs={"use_reentrant": False} if spec.options.get("gc") == "on" else None)
     trainer = Trainer(model=model, args=args, train_dataset=Rows(), callbacks=[Clock()])
     started = time.perf_counter()
     trainer.train()
@@ -272,7 +283,7 @@ def machine_info(device: torch.device) -> dict:
 
 def versions() -> dict:
     out = {"torch": torch.__version__}
-    for name in ("transformers", "accelerate", "liger_kernel", "triton", "numpy"):
+    for name in ("transformers", "accelerate", "liger_kernel", "cut_cross_entropy", "triton", "numpy"):
         try:
             module = __import__(name)
             out[name] = getattr(module, "__version__", "?")
@@ -389,7 +400,8 @@ def main(argv=None) -> dict:
             print(f"  {spec.name}: FAILED {type(err).__name__}: {str(err)[:300]}", flush=True)
             return None
         results[spec.name] = {"runner": spec.name, "kind": spec.kind, "options": spec.options,
-                              "compile": runner.compile_mode, "warmup_seconds": time.perf_counter() - start,
+                              "compile": runner.compile_mode, "loss_impl": runner.loss_resolved,
+                              "warmup_seconds": time.perf_counter() - start,
                               "step_seconds": [], "first_loss": float(runner.losses[0]) if runner.losses else None}
         print(f"  {spec.name}: built and warmed up in {results[spec.name]['warmup_seconds']:.1f}s "
               f"(first loss {results[spec.name]['first_loss']})", flush=True)

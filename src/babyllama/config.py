@@ -142,8 +142,13 @@ class TrainConfig:
                             "(FSDP2, torch fully_shard) instead of replicating them (DDP)", resumable=True)
     torch_compile: Optional[bool] = opt(None, "compile the model with torch.compile (default: recipe)")
     loss_impl: str = opt("auto", "how the loss is computed: standard (full logits), chunked (no full-batch fp32 "
-                                 "logits), liger (Liger Kernel, CUDA; falls back to chunked) or auto",
-                         choices=("auto", "standard", "chunked", "liger"), resumable=True)
+                                 "logits), liger (Liger Kernel) or cce (cut-cross-entropy), both CUDA and run "
+                                 "outside the compiled graph, falling back to chunked; fused (liger, else cce, else "
+                                 "chunked) or auto", choices=("auto", "standard", "chunked", "liger", "cce", "fused"),
+                         resumable=True)
+    gradient_checkpointing: Optional[bool] = opt(None, "recompute each block's activations in the backward pass "
+                                                       "instead of keeping them: less memory, about 1/3 more compute "
+                                                       "(default: recipe, off unless memory is short)", resumable=True)
     logging_steps: int = opt(10, "log every N optimizer steps", resumable=True)
     eval_steps: Optional[int] = opt(None, "evaluate every N steps (default: about 10 evaluations per run)", resumable=True)
     save_steps: Optional[int] = opt(None, "checkpoint every N steps (default: at every evaluation)", resumable=True)

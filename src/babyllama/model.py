@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from babyllama.config import ModelConfig
 from babyllama.ops.linear_cross_entropy import linear_cross_entropy
@@ -138,8 +139,10 @@ class Body(nn.Module):
 
 
 class Llama(nn.Module):
-    # How forward(targets=...) computes the loss: auto, standard, chunked or liger (see babyllama.ops).
+    # How forward(targets=...) computes the loss: auto, standard, chunked, liger, cce or fused (see babyllama.ops).
     loss_impl: str = "auto"
+    # Recompute each block's activations in the backward pass instead of storing them (training only).
+    gradient_checkpointing: bool = False
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -192,8 +195,14 @@ class Llama(nn.Module):
         else:
             cos, sin = self._rotary(positions)
         x = self.embed_dropout(self.model.embed_tokens(input_ids))
+        recompute = self.gradient_checkpointing and self.training and cache is None and torch.is_grad_enabled()
         for block in self.model.layers:
-            x = block(x, cos, sin, cache, start_pos, mask)
+            if recompute:
+                # Non-reentrant: works with torch.compile, DDP/FSDP hooks and inputs that need no grad; the RNG
+                # state is restored for the recomputation, so dropout masks match.
+                x = checkpoint(block, x, cos, sin, None, start_pos, mask, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, cache, start_pos, mask)
         return self.model.norm(x)
 
     def forward(self, input_ids: torch.Tensor, targets: Optional[torch.Tensor] = None, **decode) -> torch.Tensor:

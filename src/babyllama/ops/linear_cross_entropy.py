@@ -7,8 +7,14 @@ loss and, right away, the gradients with respect to the hidden states and the we
 Peak extra memory is one chunk of logits; the backward pass only scales the stored gradients.
 
 `linear_cross_entropy(..., impl=)` picks an implementation: "standard" (plain PyTorch, the reference),
-"chunked" (above, any device) or "liger" (Liger Kernel's Triton kernel, CUDA only; falls back to chunked when
-the package or a GPU is missing). "auto" chooses per device; the choices are backed by bench/results/.
+"chunked" (above, any device), "liger" (Liger Kernel's fused linear cross-entropy, Triton), "cce" (Apple's
+cut-cross-entropy, Triton, exact gradients: no gradient filtering) or "fused" (liger, else cce, else chunked).
+The Triton kernels need CUDA and their package; without them they fall back to chunked. "auto" chooses per device;
+the choices are backed by bench/results/.
+
+The Triton kernels run outside any torch.compile graph (`torch.compiler.disable`): compiling the model then
+compiles its body up to the final norm, and the loss on the hidden states runs as one eager call after it. Inside
+the graph Liger's `.item()` broke it in the middle (1.17M vs 2.57M tokens/s on an H200).
 """
 
 from __future__ import annotations
@@ -22,7 +28,11 @@ import torch.nn.functional as F
 
 from babyllama.errors import BabyLlamaError, did_you_mean
 
-LOSS_IMPLS = ("auto", "standard", "chunked", "liger")
+LOSS_IMPLS = ("auto", "standard", "chunked", "liger", "cce", "fused")
+# Kernels that run eagerly, outside a compiled graph, on the hidden states the compiled body returns.
+OUTSIDE_COMPILE = ("liger", "cce")
+# What `auto` picks on CUDA: the fastest in bench/gpu.sh (one line to change once measured).
+CUDA_AUTO = "standard"
 IGNORE_INDEX = -100
 
 
@@ -118,8 +128,22 @@ def _liger_loss():
     return LigerFusedLinearCrossEntropyLoss(ignore_index=IGNORE_INDEX)
 
 
+@functools.lru_cache(maxsize=1)
+def _cce_loss():
+    """cut-cross-entropy's linear_cross_entropy, or None when the package (or its Triton) is missing."""
+    try:
+        from cut_cross_entropy import linear_cross_entropy as cce
+    except (ImportError, RuntimeError):
+        return None
+    return cce
+
+
 def liger_available() -> bool:
     return torch.cuda.is_available() and _liger_loss() is not None
+
+
+def cce_available() -> bool:
+    return torch.cuda.is_available() and _cce_loss() is not None
 
 
 def resolve_loss_impl(impl: str, device_type: str) -> str:
@@ -131,12 +155,33 @@ def resolve_loss_impl(impl: str, device_type: str) -> str:
         # Measured on one H200 (bench/results/gpu/): the standard loss is faster under torch.compile (15m: 2.57M vs
         # 2.31M tokens/s; 110m: 546K vs 528K) and already within 0.6x of transformers' peak memory at 15m.
         # On the 2-core CPU the two ran at the same speed (within noise), so the chunked one saves memory for free.
-        return "standard" if device_type == "cuda" else "chunked"
+        # The eager fused kernels (liger/cce, outside the compiled graph) await bench/gpu.sh: set CUDA_AUTO then.
+        impl = CUDA_AUTO if device_type == "cuda" else "chunked"
+    if impl == "fused":
+        if device_type == "cuda" and liger_available():
+            return "liger"
+        return "cce" if device_type == "cuda" and cce_available() else "chunked"
     if impl == "liger" and not (device_type == "cuda" and liger_available()):
         warnings.warn("Liger Kernel needs a CUDA GPU and the liger-kernel package; using the chunked loss instead",
                       stacklevel=3)
         return "chunked"
+    if impl == "cce" and not (device_type == "cuda" and cce_available()):
+        warnings.warn("cut-cross-entropy needs a CUDA GPU and the cut-cross-entropy package (with Triton); using the "
+                      "chunked loss instead", stacklevel=3)
+        return "chunked"
     return impl
+
+
+@torch.compiler.disable
+def _outside_compile(impl: str, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The Triton kernels, called eagerly: a compiled caller ends its graph at the hidden states."""
+    dtype = _compute_dtype("cuda", hidden.dtype)
+    hidden, weight, targets = hidden.reshape(-1, hidden.shape[-1]).to(dtype), weight.to(dtype), targets.reshape(-1)
+    if impl == "liger":
+        out = _liger_loss()(weight, hidden, targets)
+        return (out[0] if isinstance(out, tuple) else out).float()
+    # filter_eps=None: exact gradients (the default skips small softmax entries, an approximation).
+    return _cce_loss()(hidden.contiguous(), weight, targets, ignore_index=IGNORE_INDEX, filter_eps=None).float()
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
@@ -145,8 +190,6 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     impl = resolve_loss_impl(impl, hidden.device.type)
     if impl == "standard":
         return standard_linear_cross_entropy(hidden, weight, targets)
-    if impl == "liger":
-        dtype = _compute_dtype("cuda", hidden.dtype)
-        out = _liger_loss()(weight.to(dtype), hidden.reshape(-1, hidden.shape[-1]).to(dtype), targets.reshape(-1))
-        return (out[0] if isinstance(out, tuple) else out).float()
+    if impl in OUTSIDE_COMPILE:
+        return _outside_compile(impl, hidden, weight, targets)
     return chunked_linear_cross_entropy(hidden, weight, targets)

@@ -32,6 +32,7 @@ from babyllama.train.distributed import Distributed
 from babyllama.train.evaluation import Evaluator, eval_line
 from babyllama.train.fastpaths import BatchLoader
 from babyllama.train.metrics import MetricsWindow, log_line
+from babyllama.train.memory import guard_out_of_memory
 from babyllama.train.nonfinite import NonFiniteGuard
 from babyllama.train.optim import build_optimizer, learning_rate_for
 from babyllama.train.plan import Plan, plan_run
@@ -108,6 +109,7 @@ def build(plan: Plan, dist: Distributed, log: Callable[[str], None]) -> Training
     torch.manual_seed(cfg.seed)
     model = Llama(plan.model).to(device)
     model.loss_impl = cfg.loss_impl  # same loss either way; only speed and memory differ (babyllama/ops)
+    model.gradient_checkpointing = bool(cfg.gradient_checkpointing)  # recompute blocks in backward (less memory)
     if plan.resume_from:  # whole weights go in before FSDP shards them
         plan.init_weights = ckpt.load_weights(plan.resume_from)
     if plan.init_weights is not None:
@@ -147,6 +149,7 @@ def build(plan: Plan, dist: Distributed, log: Callable[[str], None]) -> Training
                          model=model, optimizer=optimizer, scaler=scaler, precision=plan.precision, dist=dist,
                          load_batch=BatchLoader(sampler, batches, device), accumulation=batches.accumulation,
                          max_grad_norm=cfg.max_grad_norm, guard=guard, device=device)
+    step = guard_out_of_memory(step, device, cfg, plan.precision.name)  # out of memory: say what to lower
     window = MetricsWindow(device, model.flops_per_token(cfg.seq_len), peak_flops(device, plan.precision))
     training = Training(plan, dist, model, step, guard, state, cadence, window, sampler, batches, log)
     training.checkpointer = Checkpointer(run_dir=plan.run_dir, dist=dist, model=model, optimizer=optimizer,

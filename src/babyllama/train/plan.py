@@ -138,6 +138,7 @@ def plan_new(train_values: dict[str, Any], model_values: dict[str, Any]) -> Plan
     _check(cfg, model, data)
     precision = choose_precision(device, cfg.bf16, cfg.fp16)
     cfg.bf16 = precision.dtype == torch.bfloat16
+    cfg.fp16 = precision.dtype == torch.float16  # 7.x GPUs default to fp16; a resumed run must keep it
     return Plan(cfg, model, device, precision, Path(cfg.output_dir) / cfg.run_name, data, init_weights=init_weights)
 
 

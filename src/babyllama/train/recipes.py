@@ -1,12 +1,19 @@
 """Default training recipes per preset and device: the best settings measured, not copies of old defaults.
 
 A recipe fills only the options the user left unset (None). The numbers behind each choice are in
-bench/results/ and the README.
+bench/results/ and the README. Recipes are kept per device family (train/device.py: device_family): cpu, mps, and
+CUDA cards by what they compute natively: cuda-bf16 (8.0+, A100/H100/H200, measured on an H200), cuda-fp16 (7.x: T4,
+V100; 15-16 GB on Colab's T4, so the batch is halved) and cuda-fp32 (older cards: no Triton, so no torch.compile).
+The T4/V100 and MPS recipes were derived, not measured.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Union
+
+import torch
+
+from babyllama.train.device import device_family
 
 RECIPES: dict[tuple[str, str], dict[str, Any]] = {
     # 150 s trials on the shared sample, vocab 2048 (bits/byte, lower is better): batch 64 x 128 at lr 4e-3 2.00,
@@ -30,8 +37,32 @@ RECIPES: dict[tuple[str, str], dict[str, Any]] = {
                            torch_compile=True),
 }
 
+
+def _scaled(family: str, source: str, batch_factor: float, **changes) -> dict:
+    """Another family's recipes with the batch scaled (at least 4) and some settings changed."""
+    out = {}
+    for (preset, fam), recipe in RECIPES.items():
+        if fam == source:
+            batch = max(4, int(recipe["per_device_train_batch_size"] * batch_factor))
+            out[(preset, family)] = {**recipe, "per_device_train_batch_size": batch, **changes}
+    return out
+
+
+# Measured recipes are the "cuda" ones (an H200); 8.0+ cards share them.
+RECIPES.update({(preset, "cuda-bf16"): dict(recipe) for (preset, fam), recipe in list(RECIPES.items()) if fam == "cuda"})
+# 7.x (T4 16 GB, V100 16/32 GB): fp16 with loss scaling; compile works with fp16 there. Half the batch: about 1/4 of an
+# H200's memory and far less speed, so smaller steps lose nothing.
+RECIPES.update(_scaled("cuda-fp16", "cuda", 0.5, torch_compile=True))
+# Pre-7.0 cards: fp32 and eager (Triton needs 7.0+).
+RECIPES.update(_scaled("cuda-fp32", "cuda", 0.25, torch_compile=False))
+# Apple GPUs: fp32, eager (Inductor's Metal backend is a prototype); unified memory is shared with the system, so a
+# quarter of the H200 batch. Not run on a Mac.
+RECIPES.update(_scaled("mps", "cuda", 0.25, torch_compile=False))
+
 FALLBACK = dict(per_device_train_batch_size=16, seq_len=256, learning_rate=1e-3, warmup_ratio=0.02, torch_compile=False)
 
 
-def recipe_for(preset: str, device_type: str) -> dict[str, Any]:
-    return dict(RECIPES.get((preset, device_type), RECIPES.get((preset, "cpu"), FALLBACK)))
+def recipe_for(preset: str, device: Union[str, torch.device]) -> dict[str, Any]:
+    """The recipe for a preset on a device: a torch.device or a type ("cuda" means the current CUDA card)."""
+    family = device_family(torch.device(device)) if str(device).startswith("cuda") else torch.device(device).type
+    return dict(RECIPES.get((preset, family), RECIPES.get((preset, "cpu"), FALLBACK)))
