@@ -99,7 +99,9 @@ TRACKERS = ("none", "tensorboard", "wandb", "mlflow", "trackio")
 
 @dataclass
 class TrainConfig:
-    data: Optional[str] = opt(None, "prepared data folder (from `babyllama prepare`)", resumable=True)
+    data: Optional[str] = opt(None, "prepared data folder (from `babyllama prepare`), or a mixture of folders that "
+                                    "share one tokenizer: 'a:0.7 b:0.3' or a YAML file listing {path, weight}",
+                              resumable=True)
     preset: str = opt("260k", "model preset", choices=tuple(PRESETS))
     init_from: Optional[str] = opt(None, "start from this Hugging Face Llama folder or run instead of random weights")
     output_dir: str = opt("runs", "folder that holds run folders")

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from babyllama.config import to_dict
 from babyllama.data.batches import BatchPlan, WindowSampler
+from babyllama.data.mixture import MixtureSampler
 from babyllama.layout import RunFolder, list_checkpoints
 from babyllama.model import Llama
 from babyllama.records.run import NullRecord, RunRecord
@@ -55,7 +56,7 @@ class Training:
     state: TrainState
     cadence: Cadence
     window: MetricsWindow
-    sampler: WindowSampler
+    sampler: WindowSampler | MixtureSampler
     batches: BatchPlan
     log: Callable[[str], None]
     record: Any = None  # RunRecord, or NullRecord where this process does not record
@@ -135,7 +136,7 @@ def build(plan: Plan, dist: Distributed, log: Callable[[str], None]) -> Training
             log(rng_note)
         state.load_state_dict(plan.state)
         log(f"resuming {plan.run_dir} from {plan.resume_from.name} (step {state.step}, {state.tokens_seen:,} tokens)")
-    sampler = WindowSampler(plan.data.tokens("train"), cfg.seq_len, cfg.seed)
+    sampler = plan.data.sampler(cfg.seq_len, cfg.seed)  # one folder, or several mixed by weight
     batches = BatchPlan(cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, dist.world_size, dist.rank)
     cadence = Cadence(max_steps=cfg.max_steps, max_time=cfg.max_time, logging_steps=cfg.logging_steps,
                       epoch_steps=int(cfg.num_train_epochs * sampler.windows_per_epoch / batches.global_batch),
@@ -170,8 +171,7 @@ def start_record(t: Training) -> RunRecord | NullRecord:
         str(plan.run_dir.parent), plan.run_dir.name, "pretrain", config_record(plan),
         overwrite=cfg.overwrite_output_dir, resume=plan.resume_from is not None, parent=cfg.init_from,
         inputs=(cfg.data, cfg.init_from),
-        extra={"data": {"folder": str(cfg.data), "fingerprint": data.fingerprint, "origin": data.manifest["origin"],
-                        "train_tokens": len(data.tokens("train")), "valid_tokens": len(data.tokens("valid"))},
+        extra={"data": data.describe(cfg.seq_len, cfg.seed),
                "tokenizer": {"hash": tokenizer.hash, "vocab_size": tokenizer.vocab_size},
                "device": {"type": device.type, "name": torch.cuda.get_device_name(device) if device.type == "cuda"
                           else "cpu", "precision": plan.precision.name, "threads": torch.get_num_threads()},

@@ -17,7 +17,7 @@ from typing import Any, Optional
 import torch
 
 from babyllama.config import ModelConfig, TrainConfig, preset_model, resumable_options
-from babyllama.data.shards import PretokenizedData
+from babyllama.data.training_data import TrainingData
 from babyllama.data.tokenizer import load_tokenizer
 from babyllama.errors import BabyLlamaError
 from babyllama.layout import RunFolder, resolve_checkpoint
@@ -39,7 +39,7 @@ class Plan:
     device: torch.device
     precision: Precision
     run_dir: Path
-    data: PretokenizedData
+    data: TrainingData
     resume_from: Optional[Path] = None
     state: dict = field(default_factory=dict)  # trainer state of the checkpoint we resume from
     init_weights: Optional[dict] = None  # the --init_from model's weights (loaded once, here)
@@ -56,7 +56,7 @@ def _model_config(cfg: TrainConfig, model_values: dict, vocab_size: int) -> Mode
     return ModelConfig(**values)
 
 
-def _check(cfg: TrainConfig, model: ModelConfig, data: PretokenizedData) -> None:
+def _check(cfg: TrainConfig, model: ModelConfig, data: TrainingData) -> None:
     """The checks a new and a resumed run share."""
     cfg.validate()
     model.validate()
@@ -99,7 +99,7 @@ def plan_resume(train_values: dict[str, Any], model_values: dict[str, Any]) -> P
     model = ModelConfig(**saved_model)
     run_dir = checkpoint.parent.parent
     check_free(run_dir)  # another process trains this run: say so now, before anything is loaded
-    data = PretokenizedData(cfg.data)
+    data = TrainingData(cfg.data)
     _check(cfg, model, data)
     trained_with = _run_tokenizer_hash(run_dir)
     if trained_with and trained_with != data.tokenizer.hash:
@@ -124,7 +124,7 @@ def plan_new(train_values: dict[str, Any], model_values: dict[str, Any]) -> Plan
         cfg.warmup_ratio = 0.0
     cfg.validate()  # before the data and model are read: a bad option is the first thing to hear about
     cfg.run_name = check_run_name(cfg.run_name or default_run_name())  # before anything is written
-    data = PretokenizedData(cfg.data)
+    data = TrainingData(cfg.data)
     init_weights = None
     if cfg.init_from:
         source, tokenizer, _ = load_model(cfg.init_from, need_tokenizer=False)
