@@ -15,7 +15,7 @@ from babyllama.config import opt
 from babyllama.data.shards import (FORMAT_VERSION, file_fingerprint, fingerprint_of, reuse_if_current, token_dtype,
                                    write_shards)
 from babyllama.data.sources import iter_corpus, resolve_corpus
-from babyllama.data.tokenizer import MIN_VOCAB_SIZE, load_tokenizer, train_tokenizer
+from babyllama.data.tokenizer import MIN_VOCAB_SIZE, TOKENIZER_TYPES, load_tokenizer, train_tokenizer
 from babyllama.errors import BabyLlamaError
 
 
@@ -25,6 +25,8 @@ class PrepareConfig:
     out: Optional[str] = opt(None, "output folder (default: data/<name>-<vocab_size>)")
     vocab_size: int = opt(2048, "tokenizer vocabulary size, special tokens included")
     tokenizer: Optional[str] = opt(None, "reuse this tokenizer folder instead of training one")
+    tokenizer_type: str = opt("bpe", "tokenizer to train: 'bpe' (byte-level BPE, Hugging Face tokenizers) or "
+                              "'sentencepiece' (SentencePiece BPE with byte fallback, as Llama 2: tokenizer.model too)")
     text_field: str = opt("text", "field holding the text in .jsonl and .parquet files")
     valid_fraction: float = opt(0.01, "share of documents held out for validation when no valid* file exists")
     tokenizer_max_bytes: int = opt(200_000_000, "train the tokenizer on at most this much text")
@@ -37,6 +39,8 @@ def validate(cfg: PrepareConfig) -> None:
     if cfg.tokenizer is None and cfg.vocab_size < MIN_VOCAB_SIZE:
         raise BabyLlamaError(f"--vocab_size {cfg.vocab_size} is too small: the 256 bytes and the special tokens "
                              f"need at least {MIN_VOCAB_SIZE}")
+    if cfg.tokenizer_type not in TOKENIZER_TYPES:
+        raise BabyLlamaError(f"--tokenizer_type {cfg.tokenizer_type!r} is unknown: use {' or '.join(TOKENIZER_TYPES)}")
     if not 0 < cfg.valid_fraction < 0.5:
         raise BabyLlamaError(f"--valid_fraction must be in (0, 0.5), got {cfg.valid_fraction}")
     if cfg.tokenizer_max_bytes <= 0:
@@ -82,6 +86,8 @@ def prepare(cfg: PrepareConfig, log=print) -> Path:
         "text_field": cfg.text_field, "valid_fraction": None if corpus.valid else cfg.valid_fraction,
         "tokenizer_max_bytes": cfg.tokenizer_max_bytes, "skip_bad_lines": cfg.skip_bad_lines,
     }
+    if cfg.tokenizer_type != "bpe" and not given_tokenizer:  # (absent for bpe: earlier preparations stay current)
+        parts["tokenizer_type"] = cfg.tokenizer_type
     fingerprint = fingerprint_of(parts)
     if (manifest := reuse_if_current(out, fingerprint)) is not None:
         log(f"{out} is up to date with its inputs: reusing it ({manifest['splits']['train']['tokens']:,} train tokens)")
@@ -103,12 +109,15 @@ def prepare(cfg: PrepareConfig, log=print) -> Path:
             tokenizer = given_tokenizer
             log(f"reusing tokenizer {cfg.tokenizer} ({tokenizer.vocab_size} tokens)")
         else:
-            log(f"training a byte-level BPE tokenizer with {cfg.vocab_size} tokens on {', '.join(map(str, corpus.train))}")
+            log(f"training a {'SentencePiece' if cfg.tokenizer_type == 'sentencepiece' else 'byte-level'} BPE tokenizer with {cfg.vocab_size} tokens on {', '.join(map(str, corpus.train))}")
             if next(iter_corpus(corpus.train, **reader), None) is None:  # say so before BPE finds "too small"
                 raise BabyLlamaError(f"no train documents in {', '.join(map(str, corpus.train))}: the files are "
                                      f"empty or whitespace only")
             docs = _limited(iter_corpus(corpus.train, **reader), cfg.tokenizer_max_bytes)
-            tokenizer = train_tokenizer(docs, cfg.vocab_size, show_progress=not cfg.disable_tqdm)
+            train = train_tokenizer
+            if cfg.tokenizer_type == "sentencepiece":
+                from babyllama.data.sentencepiece import train_sentencepiece as train
+            tokenizer = train(docs, cfg.vocab_size, show_progress=not cfg.disable_tqdm)
         tokenizer.save(work / "tokenizer")
         tokenizer_seconds = time.time() - started
 
