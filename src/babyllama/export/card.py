@@ -144,8 +144,9 @@ def model_card(folder: Path, run: Optional[Path] = None, license: Optional[str] 
     datasets = _data_provenance(manifest) if manifest else []
     tokenizer_type = "SentencePiece BPE (tokenizer.model)" if (folder / "tokenizer.model").is_file() \
         else "byte-level BPE"
-    chat = "chat_template" in _load_json(folder / "tokenizer_config.json") or \
-        (folder / "chat_template.jinja").is_file()
+    from babyllama.export.modelfile import is_chat_model
+
+    chat = is_chat_model(folder) if not manifest else kind in ("sft", "dpo")
     formats = list(formats)
 
     meta = {
