@@ -45,6 +45,13 @@ def _load_json(path: Path) -> dict:
         return {}
 
 
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return ""
+
+
 def _run_folder(path: Optional[str | Path]) -> Optional[Path]:
     from babyllama.records.registry import run_folder_of
 
@@ -142,8 +149,9 @@ def model_card(folder: Path, run: Optional[Path] = None, license: Optional[str] 
     if base_model is None and parent and HUB_ID.match(str(parent)) and not Path(str(parent)).exists():
         base_model = str(parent)  # the parent was a Hub model: the Hub links the two
     datasets = _data_provenance(manifest) if manifest else []
-    tokenizer_type = "SentencePiece BPE (tokenizer.model)" if (folder / "tokenizer.model").is_file() \
-        else "byte-level BPE"
+    sentencepiece = (folder / "tokenizer.model").is_file()
+    tokenizer_type = "SentencePiece BPE (tokenizer.model)" if sentencepiece else "SentencePiece-style BPE" \
+        if '"ByteFallback"' in _text(folder / "tokenizer.json") else "byte-level BPE"
     from babyllama.export.modelfile import is_chat_model
 
     chat = is_chat_model(folder) if not manifest else kind in ("sft", "dpo")
@@ -218,7 +226,7 @@ def model_card(folder: Path, run: Optional[Path] = None, license: Optional[str] 
             out.append(f"Training data ({d['kind']}): `{d['origin']}`, license not recorded: check it before sharing.")
     out.append("")
 
-    out += _how_to_run(name, chat, (folder / "tokenizer.model").is_file(), formats)
+    out += _how_to_run(name, chat, sentencepiece, formats)
     out += ["## Limits", "",
             "- A baby model: it writes simple English in the style of its training data and little else. It knows "
             "no facts worth trusting, cannot follow complex instructions and makes mistakes in every long text.",
