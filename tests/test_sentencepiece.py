@@ -148,3 +148,21 @@ def test_pipeline_end_to_end(sp_data, tmp_path):
     assert reader.fields["tokenizer.ggml.model"].contents() == "llama"
     tokens = reader.fields["tokenizer.ggml.tokens"].contents()
     assert tokens[:3] == ["<unk>", "<s>", "</s>"] and tokens[3] == "<0x00>" and tokens[259] == PAD
+
+
+def test_tokenizer_model_rebuilt_where_a_fine_tune_lost_it(sp_data, tinystories, tmp_path):
+    """transformers' save_pretrained (after sft/dpo) writes no tokenizer.model: babyllama rebuilds an equivalent
+    one from tokenizer.json, so exports of fine-tunes still carry it (llama.cpp's converter needs it)."""
+    import shutil
+
+    original = _sp(sp_data / "tokenizer")
+    shutil.copytree(sp_data / "tokenizer", tmp_path / "tok")
+    (tmp_path / "tok" / "tokenizer.model").unlink()
+    tok = load_tokenizer(tmp_path / "tok")
+    assert tok.sentencepiece_model is not None
+    tok.save(tmp_path / "saved")
+    rebuilt = _sp(tmp_path / "saved")
+    stories = (tinystories / "valid.txt").read_text(encoding="utf-8").split("<|endoftext|>")[:100]
+    for text in [s.strip() for s in stories] + [t for t in ADVERSARIAL if "<|" not in t]:
+        assert rebuilt.encode(text) == original.encode(text), repr(text[:80])
+    assert [rebuilt.id_to_piece(i) for i in range(264)] == [original.id_to_piece(i) for i in range(264)]

@@ -153,6 +153,11 @@ def load_tokenizer(folder: str | Path) -> BabyTokenizer:
     loaded = BabyTokenizer(tokenizer, file.parent)
     if (file.parent / SENTENCEPIECE_FILE).is_file():
         loaded.sentencepiece_model = (file.parent / SENTENCEPIECE_FILE).read_bytes()
+    elif "ByteFallback" in tokenizer.to_str():  # a fine-tune's folder (transformers saves no tokenizer.model)
+        from babyllama.data import sentencepiece
+
+        if sentencepiece.is_babyllama_sentencepiece(tokenizer):
+            loaded.sentencepiece_model = sentencepiece.sentencepiece_model_from(tokenizer)
     return loaded
 
 
