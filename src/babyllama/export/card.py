@@ -149,9 +149,9 @@ def model_card(folder: Path, run: Optional[Path] = None, license: Optional[str] 
     if base_model is None and parent and HUB_ID.match(str(parent)) and not Path(str(parent)).exists():
         base_model = str(parent)  # the parent was a Hub model: the Hub links the two
     datasets = _data_provenance(manifest) if manifest else []
-    sentencepiece = (folder / "tokenizer.model").is_file()
-    tokenizer_type = "SentencePiece BPE (tokenizer.model)" if sentencepiece else "SentencePiece-style BPE" \
-        if '"ByteFallback"' in _text(folder / "tokenizer.json") else "byte-level BPE"
+    # (a fine-tune's folder may lack tokenizer.model: its exports rebuild it from tokenizer.json)
+    sentencepiece = (folder / "tokenizer.model").is_file() or '"ByteFallback"' in _text(folder / "tokenizer.json")
+    tokenizer_type = "SentencePiece BPE with byte fallback (tokenizer.model)" if sentencepiece else "byte-level BPE"
     from babyllama.export.modelfile import is_chat_model
 
     chat = is_chat_model(folder) if not manifest else kind in ("sft", "dpo")
