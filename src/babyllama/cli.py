@@ -17,6 +17,7 @@ COMMANDS = {
     "pretrain": "pretrain",
     "sample": "sample",
     "export": "export",
+    "push": "push",
     "runs": "runs",
     "sft": "sft",
     "dpo": "dpo",

@@ -15,10 +15,16 @@ def add_arguments(parser):
                         help="llama2c: 0 = float32 legacy layout for run.c, 2 = int8 (Q8_0) layout for runq.c")
     parser.add_argument("--gguf_type", default="f16", choices=("f32", "f16", "q8_0"),
                         help="gguf: storage type of the weight matrices (norms stay f32)")
+    parser.add_argument("--license", default=None, help="license of the weights, as a Hub license id (apache-2.0, "
+                        "mit, ...), written into the model card (README.md, or NAME.md beside a file)")
 
 
 def run(args) -> int:
     import os
+
+    from babyllama.export.card import check_license
+
+    check_license(args.license)  # before anything is written
 
     if args.format == "hf":
         from babyllama.export.hf import export_hf
@@ -39,4 +45,8 @@ def run(args) -> int:
         path = export_gguf(args.model, args.out, args.gguf_type)
         print(f"exported {args.model} to {path} ({os.path.getsize(path):,} bytes, GGUF {args.gguf_type})")
         print(f"run it with llama.cpp: llama-completion -m {path} -p 'Once upon a time' -n 200 --temp 0")
+    from babyllama.export.sharing import write_sharing_files  # the model card (+ Modelfile for GGUF)
+
+    print("wrote " + ", ".join(map(str, write_sharing_files(args.model, args.out, args.format,
+                                                           path if args.format == "gguf" else args.out, args.license))))
     return 0

@@ -25,12 +25,13 @@ from babyllama.data.hub import KNOWN_DATASETS, HubSource, hub_source
 from babyllama.data.sample import SampleRecord, spread_sample
 from babyllama.data.shards import FORMAT_VERSION, file_fingerprint, fingerprint_of, reuse_if_current, token_dtype
 from babyllama.data.sources import Corpus, ReadStats, iter_corpus, resolve_corpus
-from babyllama.data.tokenizer import MIN_VOCAB_SIZE, BabyTokenizer, load_tokenizer, train_tokenizer
+from babyllama.data.sentencepiece import train_sentencepiece
+from babyllama.data.tokenizer import MIN_VOCAB_SIZE, TOKENIZER_TYPES, BabyTokenizer, load_tokenizer, train_tokenizer
 from babyllama.errors import BabyLlamaError
 
 STAGING = ".prepare-staging"
 VERIFY_BYTES = 500_000  # compared with both encoders before encoding with the fast one (~0.3 s)
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                    "added_tokens.json")
 
 @dataclass
@@ -48,6 +49,8 @@ class PrepareConfig:
     revision: Optional[str] = opt(None, "Hub revision (branch, tag or commit) to pin")
     max_examples: Optional[int] = opt(None, "use at most this many training documents")
     max_bytes: Optional[int] = opt(None, "use at most this much training text (bytes)")
+    tokenizer_type: str = opt("bpe", "tokenizer to train: 'bpe' (byte-level BPE, Hugging Face tokenizers) or "
+                              "'sentencepiece' (SentencePiece BPE with byte fallback, as Llama 2: tokenizer.model too)")
     valid_fraction: float = opt(0.01, "share of documents held out for validation when no valid* file exists")
     tokenizer_max_bytes: int = opt(200_000_000, "train the tokenizer on a sample of this much text, spread over the corpus")
     num_proc: Optional[int] = opt(None, "processes that encode (default: the CPU cores)")
@@ -62,6 +65,8 @@ def validate(cfg: PrepareConfig) -> None:
     if cfg.tokenizer is None and cfg.vocab_size < MIN_VOCAB_SIZE:
         raise BabyLlamaError(f"--vocab_size {cfg.vocab_size} is too small: the 256 bytes and the special tokens "
                              f"need at least {MIN_VOCAB_SIZE}")
+    if cfg.tokenizer_type not in TOKENIZER_TYPES:
+        raise BabyLlamaError(f"--tokenizer_type {cfg.tokenizer_type!r} is unknown: use {' or '.join(TOKENIZER_TYPES)}")
     if not 0 < cfg.valid_fraction < 0.5:
         raise BabyLlamaError(f"--valid_fraction must be in (0, 0.5), got {cfg.valid_fraction}")
     for name in ("tokenizer_max_bytes", "max_examples", "max_bytes", "num_proc", "chunk_mb"):
@@ -231,10 +236,12 @@ def _get_tokenizer(cfg: PrepareConfig, source: Source, given: Optional[BabyToken
     if first is None:  # say so before BPE finds "too small"
         raise BabyLlamaError(f"no train documents in {source.origin}: the files are empty or whitespace only")
     record = SampleRecord(method)
-    log(f"training a byte-level BPE tokenizer with {cfg.vocab_size} tokens on up to "
+    kind = "SentencePiece" if cfg.tokenizer_type == "sentencepiece" else "byte-level"
+    log(f"training a {kind} BPE tokenizer with {cfg.vocab_size} tokens on up to "
         f"{cfg.tokenizer_max_bytes / 1e6:g} MB of {source.origin} ({method})")
     started = time.time()
-    tokenizer = train_tokenizer(record.track(itertools.chain([first], docs), cfg.tokenizer_max_bytes),
+    train = train_sentencepiece if cfg.tokenizer_type == "sentencepiece" else train_tokenizer
+    tokenizer = train(record.track(itertools.chain([first], docs), cfg.tokenizer_max_bytes),
                                 cfg.vocab_size, show_progress=not cfg.disable_tqdm)
     info = {"sample": record.as_dict(), "seconds": round(time.time() - started, 2)}
     log(f"trained the tokenizer in {info['seconds']:.1f}s on {record.documents:,} documents "
@@ -281,6 +288,8 @@ def prepare(cfg: PrepareConfig, log=print) -> Path:
         "valid_fraction": None if source.has_valid else cfg.valid_fraction,
         "tokenizer_max_bytes": None if given_tokenizer else cfg.tokenizer_max_bytes,
     }
+    if cfg.tokenizer_type != "bpe" and not given_tokenizer:  # (absent for bpe: earlier preparations stay current)
+        parts["tokenizer_type"] = cfg.tokenizer_type
     fingerprint = fingerprint_of(parts)
     if (manifest := reuse_if_current(out, fingerprint)) is not None:
         log(f"{out} is up to date with its inputs: reusing it ({manifest['splits']['train']['tokens']:,} train tokens)")

@@ -28,6 +28,8 @@ TRAILING_SPECIALS = (PAD,) + CHAT_TOKENS
 SPECIAL_TOKENS = LEADING_SPECIALS + TRAILING_SPECIALS
 BYTE_OFFSET = len(LEADING_SPECIALS)
 MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)
+SENTENCEPIECE_FILE = "tokenizer.model"
+TOKENIZER_TYPES = ("bpe", "sentencepiece")
 
 
 @lru_cache(maxsize=1)
@@ -60,6 +62,7 @@ class BabyTokenizer:
         # Optional: an imported Llama tokenizer has none (Llama 2 pads with EOS or <unk>).
         self.pad_id: Optional[int] = self.tokenizer.token_to_id(PAD)
         self.unk_id = self._id(UNK)
+        self.sentencepiece_model: Optional[bytes] = None  # tokenizer.model, for --tokenizer_type sentencepiece
 
     def _id(self, token: str) -> int:
         token_id = self.tokenizer.token_to_id(token)
@@ -126,6 +129,8 @@ class BabyTokenizer:
 
             fast.chat_template = CHAT_TEMPLATE  # chat fine-tuning needs no resize: the role tokens exist already
         fast.save_pretrained(str(folder))
+        if self.sentencepiece_model is not None:  # the same tokenizer for sentencepiece and llama.cpp's converter
+            (folder / SENTENCEPIECE_FILE).write_bytes(self.sentencepiece_model)
         self.path = folder
         return folder
 
@@ -145,7 +150,15 @@ def load_tokenizer(folder: str | Path) -> BabyTokenizer:
         tokenizer = Tokenizer.from_file(str(file))
     except Exception as err:
         raise BabyLlamaError(f"{file} is not a valid tokenizer file: {err}") from None
-    return BabyTokenizer(tokenizer, file.parent)
+    loaded = BabyTokenizer(tokenizer, file.parent)
+    if (file.parent / SENTENCEPIECE_FILE).is_file():
+        loaded.sentencepiece_model = (file.parent / SENTENCEPIECE_FILE).read_bytes()
+    elif "ByteFallback" in tokenizer.to_str():  # a fine-tune's folder (transformers saves no tokenizer.model)
+        from babyllama.data import sentencepiece
+
+        if sentencepiece.is_babyllama_sentencepiece(tokenizer):
+            loaded.sentencepiece_model = sentencepiece.sentencepiece_model_from(tokenizer)
+    return loaded
 
 
 def _bos_post_processor(bos_id: int) -> processors.TemplateProcessing:
