@@ -160,6 +160,8 @@ class TrainConfig:
     sample_max_new_tokens: int = opt(160, "length of those samples", resumable=True)
     report_to: list = opt(["none"], "trackers: none, tensorboard, wandb, mlflow, trackio (several allowed)", resumable=True)
     disable_tqdm: bool = opt(False, "no progress bar", resumable=True)
+    license: Optional[str] = opt(None, "license of the trained weights, a Hub license id (e.g. apache-2.0, mit); "
+                                       "written into the model card", resumable=True)
 
 
     def validate(self) -> None:

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from babyllama.config import to_dict
 from babyllama.data.batches import BatchPlan, WindowSampler
 from babyllama.data.mixture import MixtureSampler
+from babyllama.export.card import write_model_card
 from babyllama.layout import RunFolder, list_checkpoints
 from babyllama.model import Llama
 from babyllama.records.run import NullRecord, RunRecord
@@ -278,4 +279,6 @@ def pretrain(train_values: dict[str, Any], model_values: dict[str, Any], log: Ca
             status = train(t, stop)
         if status == "interrupted":
             raise SystemExit(stop.exit_status)
+    if t.dist.is_main:  # the record is final now: the model card tells what was trained, how and how well
+        write_model_card(plan.run_dir / "model", plan.run_dir, license=plan.train.license)
     return plan.run_dir

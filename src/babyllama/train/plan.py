@@ -18,6 +18,7 @@ import torch
 
 from babyllama.config import ModelConfig, TrainConfig, preset_model, resumable_options
 from babyllama.data.training_data import TrainingData
+from babyllama.export.card import check_license
 from babyllama.data.tokenizer import load_tokenizer
 from babyllama.errors import BabyLlamaError
 from babyllama.layout import RunFolder, resolve_checkpoint
@@ -60,6 +61,8 @@ def _check(cfg: TrainConfig, model: ModelConfig, data: TrainingData) -> None:
     """The checks a new and a resumed run share."""
     cfg.validate()
     model.validate()
+    if cfg.license is not None:
+        cfg.license = check_license(cfg.license)
     if data.tokenizer.vocab_size > model.vocab_size:
         raise BabyLlamaError(f"the data's tokenizer has {data.tokenizer.vocab_size} tokens but the model's "
                              f"vocabulary is {model.vocab_size}")
