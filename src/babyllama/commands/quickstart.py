@@ -3,6 +3,8 @@
 import os
 import sys
 
+from babyllama import checks
+
 HELP = "prepare TinyStories, pretrain the 260k preset for a few minutes and print three stories"
 
 
@@ -12,7 +14,8 @@ def add_arguments(parser):
                              "../shared/data/tinystories (default: $BABYLLAMA_DATA, else tinystories)")
     parser.add_argument("--vocab_size", type=int, default=None, help="tokenizer size (default: prepare's default)")
     parser.add_argument("--preset", default="260k", help="model preset")
-    parser.add_argument("--max_time", type=float, default=300, help="seconds of pretraining")
+    parser.add_argument("--max_time", type=checks.flag_type(checks.positive, "max_time", float), default=300,
+                        help="seconds of pretraining")
     parser.add_argument("--output_dir", default="runs", help="folder for the run")
     parser.add_argument("--run_name", default=None, help="run name (default: a timestamp)")
 
@@ -26,6 +29,9 @@ def run(args) -> int:
     prepare_cfg = PrepareConfig(data=args.data)
     if args.vocab_size:
         prepare_cfg.vocab_size = args.vocab_size
+    from babyllama.commands.prepare import check_paths
+
+    check_paths(prepare_cfg)
     data = prepare(prepare_cfg)
     train = {"data": str(data), "preset": args.preset, "max_time": args.max_time, "output_dir": args.output_dir}
     if args.run_name:
