@@ -32,6 +32,12 @@ class Case:
     patch: Optional[Callable] = None  # (monkeypatch) -> None, to fake an interruption or a fault
     marks: list = field(default_factory=list)
 
+    @property
+    def isolated(self) -> bool:
+        """Cases that may still damage what they are given (until the arch branch lands) get their own copy of
+        the sandbox, so that a failure stays their own."""
+        return bool(self.marks)
+
 
 def interrupt(target: str):
     def apply(monkeypatch):
@@ -187,8 +193,11 @@ CASES: dict[str, Case] = {
     "pretrain-init_from-truncated-model": Case(["pretrain", "--data", "data", "--init_from", "runs/truncated",
                                                 "--output_dir", "runs", "--run_name", "new", "--max_steps", "1"],
                                                ["model.safetensors"], "traceback", marks=[ARCH]),
+    "pretrain-resume-with-another-tokenizer": Case(["pretrain", "--resume_from_checkpoint", "runs/tiny", "--data",
+                                                    "data-other-tokenizer", "--max_steps", "41"], ["tokenizer"],
+                                                   "loss", marks=[ARCH]),
     "pretrain-learning_rate-nan": Case(["pretrain", "--data", "data", "--output_dir", "runs", "--run_name", "new",
-                                        "--learning_rate", "nan"], ["learning_rate"], "misleading", marks=[ARCH]),
+                                        "--learning_rate", "nan"], ["learning_rate"], "misleading"),
     # ------------------------------------------------------------------ sft / dpo
     "sft-empty-assistant-turns": Case(["sft", "--model", "runs/tiny", "--data", "empty-answers.jsonl",
                                        "--output_dir", "runs", "--run_name", "sft-new"],
@@ -242,16 +251,29 @@ def sandbox(prepared_512, tiny_run, tmp_path_factory) -> Path:
     user's own files — every one of which must come out of every case unchanged."""
     root = tmp_path_factory.mktemp("misuse")
     shutil.copytree(prepared_512, root / "data")
-    ignore = shutil.ignore_patterns("checkpoints")  # the cases need the models, not the training state
-    shutil.copytree(tiny_run, root / "runs" / "tiny", ignore=ignore)
+    ignore = shutil.ignore_patterns("checkpoints")  # these need the models, not the training state
+    shutil.copytree(tiny_run, root / "runs" / "tiny")  # with its checkpoints: the resume cases need them
     shutil.copytree(tiny_run, root / "runs" / "other", ignore=ignore)
     shutil.copytree(tiny_run, root / "runs" / "truncated", ignore=ignore)
     weights = root / "runs" / "truncated" / "model" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
+    other = root / "data-other-tokenizer"  # consistent in itself, but not the tokenizer the runs were trained with
+    shutil.copytree(prepared_512, other)
+    from tokenizers import Tokenizer
+
+    from babyllama.data.tokenizer import load_tokenizer
+
+    tokenizer = Tokenizer.from_file(str(other / "tokenizer" / "tokenizer.json"))
+    tokenizer.add_tokens(["<other>"])  # any change makes it another tokenizer
+    tokenizer.save(str(other / "tokenizer" / "tokenizer.json"))
+
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["tokenizer"]["hash"] = load_tokenizer(other / "tokenizer").hash
+    (other / "manifest.json").write_text(json.dumps(manifest))
     (root / "runs" / "listrun").mkdir()
     (root / "runs" / "listrun" / "manifest.json").write_text("[1, 2]")
     (root / "corpus").mkdir()
-    (root / "corpus" / "stories.txt").write_text("\n<|endoftext|>\n".join([STORY] * 50))
+    (root / "corpus" / "stories.txt").write_text("\n<|endoftext|>\n".join([STORY] * 300))
     (root / "stories.jsonl").write_text("".join(json.dumps({"text": STORY}) + "\n" for _ in range(20)))
     (root / "prompts.jsonl").write_text(json.dumps({"instruction": "Write a story with cat.", "words": ["cat"]}) + "\n")
     chat = [{"role": "user", "content": "Tell me a story."}, {"role": "assistant", "content": STORY}]
@@ -284,8 +306,10 @@ def case_params():
 
 
 @pytest.mark.parametrize("name", case_params())
-def test_misuse(name, sandbox, monkeypatch, capsys):
+def test_misuse(name, sandbox, monkeypatch, capsys, tmp_path):
     case = CASES[name]
+    if case.isolated:
+        sandbox = Path(shutil.copytree(sandbox, tmp_path / "sandbox", symlinks=True))
     monkeypatch.chdir(sandbox)
     monkeypatch.delenv("BABYLLAMA_DEBUG", raising=False)
     if case.patch:
@@ -379,3 +403,33 @@ def test_sampling_rules_are_shared(flag, value, capsys):
         assert code == 2
         messages.add(err.strip().splitlines()[-1].split(": error: ", 1)[1])
     assert len(messages) == 1 and flag in messages.pop()
+
+
+@pytest.mark.xfail(strict=False, run=False, reason="needs arch branch (the one-writer lock); not run until then: "
+                                                   "it trains in a second process for a few seconds")
+def test_a_second_writer_on_a_training_run_is_refused(sandbox, tmp_path, monkeypatch, capsys):
+    """While one process trains a run, a second pretrain on it (new with --overwrite_output_dir, or resumed)
+    stops at once naming the owner, and the run's files are not touched by it."""
+    import subprocess
+    import sys
+    import time
+
+    monkeypatch.chdir(sandbox)
+    runs = tmp_path / "runs"
+    owner = subprocess.Popen([sys.executable, "-m", "babyllama", "pretrain", "--data", "data", "--output_dir",
+                              str(runs), "--run_name", "busy", "--max_time", "60", "--disable_tqdm", "--preset",
+                              "260k", "--per_device_train_batch_size", "2", "--seq_len", "32", "--torch_compile",
+                              "false", "--bf16", "false"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while not (runs / "busy" / "metrics.jsonl").is_file() and time.time() < deadline:
+            time.sleep(0.5)
+        for argv in (["pretrain", "--data", "data", "--output_dir", str(runs), "--run_name", "busy",
+                      "--overwrite_output_dir", "--max_steps", "1"],
+                     ["pretrain", "--resume_from_checkpoint", str(runs / "busy"), "--max_steps", "1"]):
+            code, err = run_cli(argv, capsys)
+            assert code != 0 and "Traceback" not in err
+            assert str(owner.pid) in err  # the message names the process that owns the run
+    finally:
+        owner.kill()
+        owner.wait()

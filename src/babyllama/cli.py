@@ -37,12 +37,13 @@ COMMANDS = {
 INTERRUPTED = {
     "pretrain": "stopped at once by a second Ctrl-C; the last complete checkpoint is kept (resume with "
                 "--resume_from_checkpoint)",
-    "quickstart": "stopped by Ctrl-C; prepared data and the last complete checkpoint are kept (resume the run "
-                  "with `babyllama pretrain --resume_from_checkpoint`)",
+    "quickstart": "stopped by Ctrl-C; what was complete is kept: the prepared data if preparing had finished, "
+                  "and the run's last complete checkpoint if training had started (resume it with `babyllama "
+                  "pretrain --resume_from_checkpoint RUN`)",
     "prepare": "stopped by Ctrl-C; the output folder is unchanged (prepare builds in a staging folder and moves "
                "the result in only when complete)",
-    "sft": "stopped by Ctrl-C; the run is recorded as interrupted (no final model/ was written)",
-    "dpo": "stopped by Ctrl-C; the run is recorded as interrupted (no final model/ was written)",
+    "sft": "stopped by Ctrl-C; no final model/ was written (a run that had started is recorded as interrupted)",
+    "dpo": "stopped by Ctrl-C; no final model/ was written (a run that had started is recorded as interrupted)",
     "export": "stopped by Ctrl-C before the export finished; the output may be incomplete: run the export again",
     "prepare-sft": "stopped by Ctrl-C; the output file may be incomplete: run prepare-sft again",
     "eval": "stopped by Ctrl-C; no results were written",
@@ -126,7 +127,7 @@ def file_error_message(err: OSError) -> str:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere on the line, before or after the command
-    args = parse([word for word in argv if word != "--debug"] + (["--debug"] if debug else []))
+    args = parse((["--debug"] if debug else []) + [word for word in argv if word != "--debug"])
     name = f"babyllama {args.command}"
     try:
         status = args._run(args)

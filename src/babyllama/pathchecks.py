@@ -67,8 +67,9 @@ def _same_or_inside(a: Path, b: Path) -> bool:
     return a == b or b in a.parents
 
 
-def check_not_input(flag: str, out: str | Path, inputs: dict[str, Optional[str]]) -> None:
-    """Refuse an output that is, contains or lies inside one of the command's inputs."""
+def check_not_input(flag: str, out: str | Path, inputs: dict[str, Optional[str]], nested: bool = True) -> None:
+    """Refuse an output that is one of the command's inputs, or (`nested`: a folder output) contains one or lies
+    inside one."""
     out = Path(out)
     for input_flag, value in inputs.items():
         if not value:
@@ -76,7 +77,8 @@ def check_not_input(flag: str, out: str | Path, inputs: dict[str, Optional[str]]
         source = Path(value)
         if not source.exists():
             continue
-        if _same_or_inside(out, source) or _same_or_inside(source, out):
+        same = out.resolve() == source.resolve()
+        if same or nested and (_same_or_inside(out, source) or _same_or_inside(source, out)):
             raise BabyLlamaError(f"{flag} {out} would overwrite this command's input ({input_flag} {value}); "
                                  f"choose another {flag}")
 
@@ -104,7 +106,7 @@ def check_writable_file(flag: str, path: str | Path, inputs: Optional[dict[str, 
     if path.is_dir():
         raise BabyLlamaError(f"{flag} {path} is a folder; give a file name (e.g. {path / 'results.json'})")
     if inputs:
-        check_not_input(flag, path, inputs)
+        check_not_input(flag, path, inputs, nested=False)  # a results file may go into a run folder
     if path.exists() and not os.access(path, os.W_OK):
         raise BabyLlamaError(f"{flag} {path}: the file is not writable (permission denied); choose another {flag}")
     check_writable_dir(flag, path.parent if str(path.parent) else Path("."))

@@ -43,7 +43,7 @@ def run(args) -> int:
     import os
 
     from babyllama.pathchecks import check_model_path
-    from babyllama.export.guard import check_export_target, listed_files, write_marker
+    from babyllama.export.guard import check_export_target, file_times, write_marker, written_since
 
     check_model_path(args.model)
     folder, files, writes_folder = output_files(args)
@@ -51,8 +51,9 @@ def run(args) -> int:
     if args.format == "hf":
         from babyllama.export.hf import export_hf
 
+        before = file_times(folder)
         path = export_hf(args.model, args.out)
-        write_marker(folder, args.model, "hf", listed_files(folder))
+        write_marker(folder, args.model, "hf", written_since(folder, before))
         print(f"exported {args.model} to {path} (Hugging Face format)")
     elif args.format == "llama2c":
         from babyllama.export.llama2c import export_llama2c

@@ -81,6 +81,15 @@ def hf_files(out_folder: Path) -> list[Path]:
     return [out_folder / name for name in HF_FILES]
 
 
-def listed_files(out_folder: Path) -> list[Path]:
-    """Every file now in the folder that an hf export produced (for the marker)."""
-    return [p for p in out_folder.iterdir() if p.is_file() and p.name != EXPORT_MARKER]
+def file_times(folder: Path) -> dict[str, int]:
+    """name -> modification time of the files in folder now (none when it does not exist yet)."""
+    if not folder.is_dir():
+        return {}
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p.is_file()}
+
+
+def written_since(folder: Path, before: dict[str, int]) -> list[Path]:
+    """The files of folder created or rewritten since `before` (file_times): what the export wrote, for the
+    marker — and not the user's own files beside them."""
+    return [folder / name for name, time_ns in file_times(folder).items()
+            if name != EXPORT_MARKER and before.get(name) != time_ns]
