@@ -2,6 +2,8 @@
 
 import sys
 
+from babyllama.commands.sampling import add_sampling_arguments
+
 HELP = "chat with a fine-tuned model (a run folder or a model folder), using its chat template"
 
 
@@ -10,21 +12,16 @@ def add_arguments(parser):
     parser.add_argument("--message", action="append", default=None,
                         help="answer this message and exit; repeat for a multi-turn conversation")
     parser.add_argument("--system", default=None, help="system message that starts the conversation")
-    parser.add_argument("--max_new_tokens", type=int, default=200, help="tokens per answer at most")
-    parser.add_argument("--temperature", type=float, default=0.0, help="sampling temperature; 0 is greedy")
-    parser.add_argument("--top_k", type=int, default=None, help="sample among the k most likely tokens")
-    parser.add_argument("--top_p", type=float, default=None, help="nucleus sampling mass")
-    parser.add_argument("--seed", type=int, default=None, help="seed for reproducible answers")
+    add_sampling_arguments(parser, temperature=0.0, max_new_tokens=200)
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
 
 
 def run(args) -> int:
-    from babyllama.errors import BabyLlamaError
+    from babyllama.pathchecks import check_model_path
     from babyllama.infer.chat import ChatSession
     from babyllama.train.device import resolve_device
 
-    if args.max_new_tokens <= 0 or args.temperature < 0:
-        raise BabyLlamaError("--max_new_tokens must be positive and --temperature >= 0")
+    check_model_path(args.model)
     session = ChatSession(args.model, resolve_device(args.device), system=args.system)
     options = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                    top_p=args.top_p, seed=args.seed)

@@ -36,9 +36,24 @@ def run(args) -> int:
     from babyllama.errors import BabyLlamaError
     from babyllama.tune.stories import fits_context, story_examples
 
+    from babyllama.pathchecks import check_model_path, check_writable_file, write_text_atomic
+
     source = Path(args.from_stories)
+    if source.is_dir():
+        raise BabyLlamaError(f"--from_stories {source} is a folder; give a file of stories (.txt, .jsonl, .parquet)")
     if not source.is_file():
         raise BabyLlamaError(f"--from_stories {source}: no such file")
+    inputs = {"--from_stories": args.from_stories, "--model": args.model}
+    check_writable_file("--out", args.out, inputs)  # before the work, and never over an input
+    if args.heldout:
+        check_writable_file("--out (its .heldout.jsonl)", heldout_path(args.out), inputs)
+    if args.model:
+        check_model_path(args.model)
+    for flag in ("num_words", "max_words", "max_examples"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise BabyLlamaError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    if not 0 <= args.sentence_prob <= 1:
+        raise BabyLlamaError(f"--sentence_prob must be in [0, 1], got {args.sentence_prob}")
     stories = read_documents(source)
     if args.max_examples:
         stories = itertools.islice(stories, args.max_examples)
@@ -55,12 +70,9 @@ def run(args) -> int:
     random.Random(args.seed).shuffle(examples)
     held, train = examples[:args.heldout], examples[args.heldout:]
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     for path, rows in ((out, train), (heldout_path(out), held)):
-        if path == out or rows:
-            with open(path, "w", encoding="utf-8") as handle:
-                for row in rows:
-                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        if path == out or rows:  # each file whole or not at all
+            write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     print(f"wrote {len(train)} examples to {out}" + (f" and {len(held)} to {heldout_path(out)}" if held else "") +
           (f"; dropped {dropped} that do not fit the model's context" if dropped else ""))
     return 0

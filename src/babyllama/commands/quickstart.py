@@ -9,6 +9,8 @@ import os
 import sys
 import time
 
+from babyllama import checks
+
 HELP = "prepare a slice of TinyStories, pretrain the 260k preset for a few minutes and print three stories"
 HUB_SLICE_BYTES = 40_000_000
 TOKENIZER_SAMPLE_BYTES = 20_000_000
@@ -23,13 +25,15 @@ def add_arguments(parser):
                              f"local corpus; 0 means all")
     parser.add_argument("--vocab_size", type=int, default=None, help="tokenizer size (default: prepare's default)")
     parser.add_argument("--preset", default="260k", help="model preset")
-    parser.add_argument("--max_time", type=float, default=300, help="seconds of pretraining")
+    parser.add_argument("--max_time", type=checks.flag_type(checks.positive, "max_time", float), default=300,
+                        help="seconds of pretraining")
     parser.add_argument("--logging_steps", type=int, default=None, help="log every N steps (default: pretrain's)")
     parser.add_argument("--output_dir", default="runs", help="folder for the run")
     parser.add_argument("--run_name", default=None, help="run name (default: a timestamp)")
 
 
 def run(args) -> int:
+    from babyllama.commands.prepare import check_paths
     from babyllama.data.hub import hub_source
     from babyllama.data.prepare import PrepareConfig, prepare
     from babyllama.errors import BabyLlamaError
@@ -52,6 +56,7 @@ def run(args) -> int:
         print(f"quickstart prepares the first {slice_bytes / 1e6:g} MB of {args.data}, enough for a "
               f"{args.max_time:g}-second run (the whole corpus: babyllama prepare --data {args.data}, "
               f"or quickstart --max_bytes 0)")
+    check_paths(prepare_cfg)  # the output folder, before any work
     data = prepare(prepare_cfg)
     print(f"data ready after {time.time() - started:.1f}s: training starts now")
     train = {"data": str(data), "preset": args.preset, "max_time": args.max_time, "output_dir": args.output_dir}

@@ -43,9 +43,17 @@ def run(args) -> int:
         from babyllama.records.plots import compare_plot
 
         out = Path(args.out) if args.out else runs_dir / ("compare-" + "-".join(r.name for r in runs)[:120] + ".png")
+        from babyllama.pathchecks import check_writable_file
+
+        check_writable_file("--out", out, {f"run {r.name}": str(r.folder) for r in runs})
         out.parent.mkdir(parents=True, exist_ok=True)
         print(f"\nloss curves (by step and by tokens): {compare_plot(runs, out)}")
     elif args.action == "report":
-        path = report.write_report(registry.resolve_run(args.run, runs_dir))
+        run = registry.resolve_run(args.run, runs_dir)
+        path = report.write_report(run)
         print(f"wrote {path}")
+        for problem in run.problems[:5]:
+            print(f"note: {problem}")
+        if len(run.problems) > 5:
+            print(f"note: ... and {len(run.problems) - 5} more (listed in {path.name})")
     return 0

@@ -2,6 +2,8 @@
 
 import sys
 
+from babyllama.commands.sampling import add_sampling_arguments, positive_int_flag
+
 HELP = "generate text from a model (a run folder or a model folder)"
 
 
@@ -9,12 +11,8 @@ def add_arguments(parser):
     parser.add_argument("--model", required=True, help="run folder, checkpoint folder or Hugging Face model folder")
     parser.add_argument("--prompt", action="append", default=None,
                         help="text to continue; repeat the flag for several prompts (default: 'Once upon a time')")
-    parser.add_argument("--num_samples", type=int, default=1, help="samples per prompt")
-    parser.add_argument("--max_new_tokens", type=int, default=200, help="tokens to generate at most")
-    parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 is greedy")
-    parser.add_argument("--top_k", type=int, default=None, help="sample among the k most likely tokens")
-    parser.add_argument("--top_p", type=float, default=None, help="nucleus sampling: smallest set with this mass")
-    parser.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
+    parser.add_argument("--num_samples", type=positive_int_flag("num_samples"), default=1, help="samples per prompt")
+    add_sampling_arguments(parser, temperature=0.8, max_new_tokens=200)
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast")
     parser.add_argument("--no_stream", action="store_true", help="print whole samples instead of streaming tokens")
@@ -22,17 +20,14 @@ def add_arguments(parser):
 
 def run(args) -> int:
     from babyllama.errors import BabyLlamaError
+    from babyllama.pathchecks import check_model_path
     from babyllama.infer.generate import TextStream, generate
     from babyllama.modelio import load_model
     from babyllama.train.device import choose_precision, resolve_device
 
-    if args.max_new_tokens <= 0 or args.num_samples <= 0:
-        raise BabyLlamaError("--max_new_tokens and --num_samples must be positive")
-    if args.temperature < 0 or (args.top_p is not None and not 0 < args.top_p <= 1) or \
-            (args.top_k is not None and args.top_k <= 0):
-        raise BabyLlamaError("--temperature must be >= 0, --top_p in (0, 1], --top_k positive")
     device = resolve_device(args.device)
     precision = choose_precision(device, True if args.bf16 else None, False)  # None: bf16 where native
+    check_model_path(args.model)
     model, tokenizer, _ = load_model(args.model, device)
     prompts = args.prompt or ["Once upon a time"]
     stream = not args.no_stream

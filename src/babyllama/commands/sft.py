@@ -1,21 +1,28 @@
 """babyllama sft: supervised fine-tuning (full or LoRA) with TRL's SFTTrainer.
 
-Every TrainingArguments / SFTConfig field is a flag (parsed by TRL's own TrlParser) and a YAML key (--config).
+Every TrainingArguments / SFTConfig field is a flag (generated from TRL's dataclass; see tune/args.py) and a
+YAML key (--config).
 """
 
 HELP = "fine-tune a model on instructions or chats (TRL SFTTrainer; full or --lora); any SFTConfig field works"
 
+# Importing TRL takes seconds: the flags are built only when this command runs (see cli.build_parser).
+HEAVY_ARGUMENTS = True
+
 
 def add_arguments(parser):
-    from babyllama.tune.args import add_help_flag
+    from babyllama.tune.args import add_tune_arguments
 
-    add_help_flag(parser, "sft")
+    add_tune_arguments(parser, "sft")
 
 
 def run(args) -> int:
-    from babyllama.tune.args import parse_tune_args
+    from babyllama.tune.args import tune_args_from_namespace
 
-    tune, config = parse_tune_args("sft", args._argv)
+    tune, config = tune_args_from_namespace("sft", args)
+    from babyllama.pathchecks import check_model_path
+
+    check_model_path(tune.model)
     from babyllama.tune.sft import run_sft
 
     folder = run_sft(tune, config)

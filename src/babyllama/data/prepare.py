@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
+import numpy as np
+
 from babyllama import __version__
 from babyllama.config import opt
 from babyllama.data.encode import ENCODERS, fast_encoder, reference_encoder
@@ -276,6 +278,25 @@ def _tokenizer_folder(given: str) -> Path:
     return path / "tokenizer" if (path / "tokenizer" / "tokenizer.json").is_file() else path
 
 
+def damaged(out: Path, manifest: dict) -> str:
+    """What is wrong with a prepared folder whose manifest matches its inputs ('' when intact): a shard of
+    the wrong size, a missing offsets file or a tokenizer that is not the one the shards were made with."""
+    try:
+        itemsize = np.dtype(manifest["dtype"]).itemsize
+        for split in ("train", "valid"):
+            size = (out / f"{split}.bin").stat().st_size
+            if size != manifest["splits"][split]["tokens"] * itemsize:
+                return f"{split}.bin holds {size // itemsize} tokens, manifest.json says " \
+                       f"{manifest['splits'][split]['tokens']}"
+            if not (out / f"{split}.idx.npy").is_file():
+                return f"{split}.idx.npy is missing"
+        if load_tokenizer(out / "tokenizer").hash != manifest["tokenizer"]["hash"]:
+            return "tokenizer/ is not the tokenizer the shards were made with"
+    except (OSError, KeyError, TypeError, ValueError, BabyLlamaError) as err:
+        return f"{type(err).__name__}: {err}"
+    return ""
+
+
 def prepare(cfg: PrepareConfig, log=print) -> Path:
     validate(cfg)
     out = Path(cfg.out) if cfg.out else default_out(cfg)
@@ -292,8 +313,11 @@ def prepare(cfg: PrepareConfig, log=print) -> Path:
         parts["tokenizer_type"] = cfg.tokenizer_type
     fingerprint = fingerprint_of(parts)
     if (manifest := reuse_if_current(out, fingerprint)) is not None:
-        log(f"{out} is up to date with its inputs: reusing it ({manifest['splits']['train']['tokens']:,} train tokens)")
-        return out
+        if not (damage := damaged(out, manifest)):
+            log(f"{out} is up to date with its inputs: reusing it ({manifest['splits']['train']['tokens']:,} "
+                f"train tokens)")
+            return out
+        log(f"{out} is damaged ({damage}): preparing it again")
 
     # Everything is written into a staging folder inside `out` and moved into place only when complete:
     # bad input found halfway never damages shards already there; a kill leaves the staging folder to resume from.

@@ -48,6 +48,11 @@ class PretokenizedData:
             raise BabyLlamaError(f"{self.folder} is not a prepared data folder (no manifest.json); "
                                  f"create one with `babyllama prepare --data ... --out {self.folder}`")
         self.manifest = json.loads(manifest_path.read_text())
+        if "splits" not in self.manifest or "tokenizer" not in self.manifest:  # e.g. a run folder's record
+            what = "a run folder" if "kind" in self.manifest else "not one"
+            raise BabyLlamaError(f"{self.folder} is not a prepared data folder ({what}: its manifest.json has no "
+                                 f"shards); give the folder made by `babyllama prepare` (see `babyllama prepare "
+                                 f"--help`)")
         self.tokenizer = load_tokenizer(self.folder / "tokenizer")
         if self.tokenizer.hash != self.manifest["tokenizer"]["hash"]:
             raise BabyLlamaError(f"{self.folder}: the shards were made with another tokenizer (hash "

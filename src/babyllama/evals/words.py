@@ -25,8 +25,12 @@ def read_prompts(path: str | Path, limit: Optional[int] = None) -> list[dict]:
         for line_no, line in enumerate(handle, 1):
             if not line.strip():
                 continue
-            record = json.loads(line)
-            if not isinstance(record.get("words"), list) or not record.get("instruction"):
+            try:
+                record = json.loads(line)
+            except ValueError as err:
+                raise BabyLlamaError(f"{path}, line {line_no}: not valid JSON ({err})") from None
+            if not isinstance(record, dict) or not isinstance(record.get("words"), list) or \
+                    not record.get("instruction"):
                 raise BabyLlamaError(f"{path}, line {line_no}: a words prompt needs 'instruction' and a 'words' list")
             prompts.append(record)
             if limit and len(prompts) >= limit:

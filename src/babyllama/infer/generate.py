@@ -11,6 +11,7 @@ from typing import Callable, Optional
 
 import torch
 
+from babyllama.checks import check_sampling
 from babyllama.model import KVCache, Llama
 
 
@@ -40,6 +41,7 @@ def generate(model: Llama, prompts: list[list[int]], max_new_tokens: int, *, tem
              eos_id: Optional[int] = None, stop_ids: tuple[int, ...] = (),
              on_token: Optional[Callable[[int, int], None]] = None, autocast=contextlib.nullcontext) -> list[list[int]]:
     """Continue each prompt (a list of ids, BOS included) and return the new ids, up to and without EOS."""
+    check_sampling(temperature, top_k, top_p)
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token (start it with BOS)")
     was_training = model.training

@@ -19,6 +19,9 @@ from babyllama.records.run import effective_status
 # Names the same quantity goes by in the native loop and in transformers' Trainer logs.
 TOKEN_KEYS = ("tokens_seen", "num_input_tokens_seen", "num_tokens")
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
+# Keys whose values are plotted or summed: a row where one of them is not a number has that value dropped.
+NUMERIC_KEYS = {"step", "epoch", "loss", "eval_loss", "learning_rate", "lr", "grad_norm", "tokens_per_second",
+                "elapsed_seconds", "eval_bpb", "eval_perplexity", "mfu", *TOKEN_KEYS}
 
 
 @dataclass
@@ -26,6 +29,7 @@ class Run:
     folder: Path
     manifest: dict
     metrics: list[dict] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # malformed metrics.jsonl lines, named
 
     @property
     def name(self) -> str:
@@ -44,14 +48,14 @@ class Run:
         xs, ys = [], []
         for row in self.metrics:
             x_value = row.get(x) if x != "tokens" else tokens_of(row)
-            if row.get(key) is not None and x_value is not None:
+            if is_number(row.get(key)) and is_number(x_value):
                 xs.append(float(x_value))
                 ys.append(float(row[key]))
         return xs, ys
 
     def last(self, key: str) -> Optional[float]:
         for row in reversed(self.metrics):
-            if isinstance(row.get(key), (int, float)):
+            if is_number(row.get(key)):
                 return row[key]
         return None
 
@@ -102,18 +106,35 @@ def tokens_of(row: dict) -> Optional[float]:
     return next((row[k] for k in TOKEN_KEYS if isinstance(row.get(k), (int, float))), None)
 
 
-def read_metrics(folder: Path) -> list[dict]:
-    """metrics.jsonl rows; a line cut short by a killed process is skipped, not fatal."""
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def read_metrics(folder: Path, problems: Optional[list[str]] = None) -> list[dict]:
+    """metrics.jsonl rows. A malformed line (cut short by a killed process, edited by hand) is skipped, and so
+    is a value that should be a number and is not; each is described in `problems` (file:line: what)."""
     path = folder / "metrics.jsonl"
+    problems = [] if problems is None else problems
     rows = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
+    if not path.is_file():
+        return rows
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except ValueError as err:
+            problems.append(f"{where}: not valid JSON ({err.msg}); line skipped")
+            continue
+        if not isinstance(row, dict):
+            problems.append(f"{where}: a JSON {type(row).__name__}, not an object; line skipped")
+            continue
+        bad = sorted(k for k, v in row.items() if k in NUMERIC_KEYS and v is not None and not is_number(v))
+        if bad:
+            problems.append(f"{where}: {', '.join(bad)} should be numbers; those values skipped")
+            row = {k: v for k, v in row.items() if k not in bad}
+        rows.append(row)
     return rows
 
 
@@ -125,7 +146,10 @@ def load_run(folder: Path) -> Run:
         raise BabyLlamaError(f"{folder} is not a run folder (no manifest.json)") from None
     except ValueError as err:
         raise BabyLlamaError(f"{folder / 'manifest.json'} is not valid JSON: {err}") from None
-    return Run(folder, manifest, read_metrics(folder))
+    if not isinstance(manifest, dict):
+        raise BabyLlamaError(f"{folder / 'manifest.json'} holds a JSON {type(manifest).__name__}, not a run record")
+    problems: list[str] = []
+    return Run(folder, manifest, read_metrics(folder, problems), problems)
 
 
 def find_runs(runs_dir: Path) -> list[Run]:

@@ -130,6 +130,8 @@ def write_report(run: Run) -> Path:
     rows = [[label, fmt_seconds(s[key]) if key == "seconds" else s[key]] for key, label in METRIC_ROWS[2:]
             if s.get(key) is not None]
     out += ["## Metrics", "", table(["metric", "value"], rows, markdown=True), ""]
+    if run.problems:
+        out += [f"Skipped in metrics.jsonl ({len(run.problems)}):", ""] + [f"- {p}" for p in run.problems[:20]] + [""]
     captions = {"loss": "Training and validation loss", "lr": "Learning rate", "throughput": "Throughput",
                 "grad_norm": "Gradient norm"}
     if plots:

@@ -1,7 +1,7 @@
 """Fine-tuning arguments: babyllama's few, plus every `TrainingArguments` / `SFTConfig` / `DPOConfig` field.
 
-The library fields are parsed by TRL's own `TrlParser` (an `HfArgumentParser`), so each flag a user knows from
-Hugging Face works unchanged, from the command line or from a YAML file (`--config`); the command line wins.
+Each library field is a flag typed exactly as Hugging Face types it, so each flag a user knows from Hugging Face
+works unchanged, from the command line or from a YAML file (`--config`); the command line wins.
 
 Defaults we change on purpose, for models of a few million parameters (a user value always wins):
   bf16                    auto: on only where the device computes bf16 natively (TRL: on everywhere, which fails
@@ -13,6 +13,15 @@ Defaults we change on purpose, for models of a few million parameters (a user va
   report_to               none: trackers only when asked
   assistant_only_loss     on (SFT): loss on the assistant's answers and their <|end|>, not on the prompts (TRL: off);
                           --assistant_only_loss false trains every token
+
+One argument system for every command (issue #13 part 6). We keep babyllama's own argparse parsers (strict:
+no abbreviations, an unknown flag is an error with a did-you-mean) and generate the sft/dpo flags from the TRL
+config dataclasses (SFTConfig / DPOConfig fields) into them, with transformers' own field-to-flag rules
+(`HfArgumentParser._parse_dataclass_field`), so every Hugging Face flag parses as users know it. We did not
+switch every command to HfArgumentParser because it lacks what ours has: it accepts abbreviations
+(`--learn 1e-3` silently means --learning_rate), has no did-you-mean for unknown flags or config keys, and
+cannot tell a typed flag from a default (which the --config < flags merge and run records need). The command
+line is parsed once and the --config file read once (no second parser, no patched --help).
 """
 
 from __future__ import annotations
@@ -65,12 +74,101 @@ def config_class(kind: str):
     return {"sft": SFTConfig, "dpo": DPOConfig}[kind]
 
 
-def make_parser(kind: str):
-    from trl import TrlParser
+def default_values(kind: str) -> dict[str, Any]:
+    """babyllama's defaults for this command (see the module docstring); a file or a flag overrides them."""
+    return {**OUR_DEFAULTS[kind], "bf16": device_has_bf16()}
 
-    parser = TrlParser((TuneArguments, config_class(kind)), prog=f"babyllama {kind}")
-    parser.set_defaults_with_config(**OUR_DEFAULTS[kind], bf16=device_has_bf16())
-    return parser
+
+def add_tune_arguments(parser: argparse.ArgumentParser, kind: str) -> None:
+    """Every TuneArguments and SFTConfig/DPOConfig field as a flag of `parser` (our strict argparse parser: no
+    abbreviations, did-you-mean), typed by transformers' own field-to-flag rules (HfArgumentParser's), so each
+    library flag parses exactly as with TRL's parser. Defaults are suppressed: only typed flags come back, and
+    tune_args_from_namespace applies defaults < --config file < flags in one place."""
+    import copy
+    import typing
+
+    from transformers import HfArgumentParser
+
+    parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="YAML (or JSON) file of options, or a run's manifest.json; command-line flags override it")
+    ours = default_values(kind)
+    for cls, title in ((TuneArguments, "babyllama"),
+                       (config_class(kind), f"{config_class(kind).__name__} (TrainingArguments and TRL)")):
+        group = parser.add_argument_group(title)
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if not f.init:
+                continue
+            f = copy.copy(f)  # transformers rewrites field.type while adding it: leave the class's own field alone
+            f.type = hints[f.name]
+            before = len(parser._actions)
+            HfArgumentParser._parse_dataclass_field(group, f)
+            for action in parser._actions[before:]:
+                default = ours.get(f.name, action.default)
+                if action.help is not None and not action.option_strings[0].startswith("--no_"):
+                    action.help = f"{action.help} (default: {getattr(default, 'value', default)})".replace("%", "%%")
+                action.default = argparse.SUPPRESS
+    known = {a.dest for a in parser._actions}
+    for name in [*RENAMED, *LEGACY_FLAGS]:  # old names, translated by tune_args_from_namespace
+        if name not in known:
+            kind_of = dict(type=float) if name == "warmup_ratio" else dict(nargs="?", const=True) \
+                if name in LEGACY_FLAGS or name == "no_cuda" else {}
+            parser.add_argument(f"--{name}", default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kind_of)
+    # how each flag converts text, for values read from --config (argparse's rule for text defaults)
+    parser.set_defaults(_flag_types={a.dest: a.type for a in parser._actions if callable(a.type)})
+
+
+def _file_value(convert: Optional[Any], value: Any) -> Any:
+    """A --config value as argparse would convert a text default of that flag (YAML reads 1e-5 as text)."""
+    if convert is not None and isinstance(value, str):
+        try:
+            return convert(value)
+        except (ValueError, TypeError, argparse.ArgumentTypeError):
+            return value  # the dataclass's own validation names it
+    return value
+
+
+def tune_args_from_namespace(kind: str, namespace: argparse.Namespace):
+    """(TuneArguments, SFTConfig or DPOConfig): babyllama's defaults < the --config file < typed flags."""
+    import os
+
+    from babyllama.config import load_config_file
+
+    typed = {k: v for k, v in vars(namespace).items() if not k.startswith("_") and k not in ("command", "config",
+                                                                                            "debug")}
+    values = default_values(kind)
+    config_path = getattr(namespace, "config", None)
+    if config_path:
+        types = getattr(namespace, "_flag_types", {})
+        raw = load_config_file(config_path)  # read once: options and their environment
+        for key, value in (raw.get("env") or {}).items():
+            os.environ[key] = str(value)
+        allowed = field_names(kind)
+        file_values = read_yaml_config(raw, config_path, allowed)
+        values.update({k: _file_value(types.get(k), v) for k, v in file_values.items()})
+    values.update(translate_legacy(typed))
+    check_values(argparse.Namespace(**values))
+    tune_fields = {f.name for f in dataclasses.fields(TuneArguments) if f.init}
+    config_cls = config_class(kind)
+    try:
+        tune = TuneArguments(**{k: v for k, v in values.items() if k in tune_fields})
+        config = config_cls(**{k: v for k, v in values.items() if k not in tune_fields})
+    except (ValueError, TypeError) as err:  # the libraries' own validation (__post_init__)
+        raise BabyLlamaError(f"invalid {config_cls.__name__}: {err}") from None
+    check_tune(tune)
+    return tune, config
+
+
+def field_names(kind: str) -> set[str]:
+    return {f.name for cls in (TuneArguments, config_class(kind)) for f in dataclasses.fields(cls) if f.init}
+
+
+def parse_tune_args(kind: str, argv: list[str]):
+    """(TuneArguments, SFTConfig or DPOConfig) from argv alone: the `babyllama sft/dpo` parser on its own
+    (for tests and scripts); argv is parsed once."""
+    parser = argparse.ArgumentParser(prog=f"babyllama {kind}", allow_abbrev=False)
+    add_tune_arguments(parser, kind)
+    return tune_args_from_namespace(kind, parser.parse_args(argv))
 
 
 def device_has_bf16() -> bool:
@@ -83,27 +181,9 @@ def device_has_bf16() -> bool:
     return cpu_has_native_bf16()
 
 
-def _split_config_flag(argv: list[str]) -> tuple[list[str], Optional[str]]:
-    argv = list(argv)
-    for i, word in enumerate(argv):
-        if word == "--config" or word.startswith("--config="):
-            if "=" in word:
-                path = word.split("=", 1)[1]
-                del argv[i]
-            else:
-                if i + 1 >= len(argv):
-                    raise BabyLlamaError("--config needs a file name")
-                path = argv[i + 1]
-                del argv[i:i + 2]
-            return argv, path
-    return argv, None
-
-
-def read_yaml_config(path: str, allowed: set[str]) -> dict[str, Any]:
-    from babyllama.config import load_config_file
-
-    values = translate_legacy(load_config_file(path))
-    values.pop("env", None)  # TrlParser's convention: environment variables, applied separately
+def read_yaml_config(values: dict[str, Any], path: str, allowed: set[str]) -> dict[str, Any]:
+    """The options of a --config file (already read), old names translated, each checked against `allowed`."""
+    values = translate_legacy({k: v for k, v in values.items() if k != "env"})  # env: applied by the caller
     from babyllama.records.redact import is_secret_key
 
     # A manifest read back holds placeholders (<HUB_TOKEN>) where secrets were: those are not values.
@@ -138,56 +218,6 @@ def translate_legacy(values: dict[str, Any], log=print) -> dict[str, Any]:
         else:
             out[key] = value
     return out
-
-
-def translate_legacy_argv(argv: list[str], log=print) -> list[str]:
-    out, i = [], 0
-    while i < len(argv):
-        word = argv[i]
-        name, eq, inline = word[2:].partition("=") if word.startswith("--") else ("", "", "")
-        if name in RENAMED:
-            log(f"note: --{name} is called --{RENAMED[name]} in transformers 5; using it")
-            out.append(f"--{RENAMED[name]}" + (f"={inline}" if eq else ""))
-        elif name in LEGACY_FLAGS:
-            value: Any = True
-            if eq:
-                value = inline
-            elif i + 1 < len(argv) and argv[i + 1].lower() in ("true", "false", "1", "0", "yes", "no"):
-                value, i = argv[i + 1], i + 1
-            for key, converted in translate_legacy({name: value}, log).items():
-                out += [f"--{key}", str(converted)]
-        else:
-            out.append(word)
-        i += 1
-    return out
-
-
-def parse_tune_args(kind: str, argv: list[str]):
-    """(TuneArguments, SFTConfig or DPOConfig) from a YAML file (--config) overridden by the command line."""
-    import os
-
-    parser = make_parser(kind)
-    argv, config_path = _split_config_flag(argv)
-    argv = translate_legacy_argv(argv)
-    if config_path:
-        allowed = {a.dest for a in parser._actions if a.dest != "help"}
-        values = read_yaml_config(config_path, allowed)
-        from babyllama.config import load_config_file
-
-        for key, value in (load_config_file(config_path).get("env") or {}).items():
-            os.environ[key] = str(value)
-        # TrlParser's own mechanism: file values become defaults, so typed flags override them.
-        parser.set_defaults_with_config(**values)
-    namespace = parser.parse_args(argv)  # argparse errors (unknown flag, bad type) exit with usage, as usual
-    check_values(namespace)
-    tune_cls, config_cls = TuneArguments, config_class(kind)
-    try:
-        tune, config = parser.parse_args_into_dataclasses(args=argv)
-    except ValueError as err:  # the libraries' own validation (__post_init__)
-        raise BabyLlamaError(f"invalid {config_cls.__name__}: {err}") from None
-    assert isinstance(tune, tune_cls)
-    check_tune(tune)
-    return tune, config
 
 
 def check_values(values) -> None:
@@ -232,14 +262,3 @@ def resolved_dict(config) -> dict[str, Any]:
 
     raw = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init}
     return redact(json.loads(json.dumps(raw, default=lambda v: getattr(v, "value", str(v)))))
-
-
-def help_text(kind: str) -> str:
-    return make_parser(kind).format_help()
-
-
-def add_help_flag(parser: argparse.ArgumentParser, kind: str) -> None:
-    """`--help` prints the full help (babyllama's options and every library field), built only when asked:
-    importing TRL takes seconds, which other commands should not pay."""
-    parser.print_help = lambda file=None: print(help_text(kind), file=file)
-    parser.set_defaults(_raw_args=True)

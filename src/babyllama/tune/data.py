@@ -112,6 +112,12 @@ def read_records(data: str, split: str = "train") -> list[dict]:
     if path.is_file():
         files = [path]
     elif path.is_dir():
+        from babyllama.pathchecks import check_data_path
+
+        check_data_path(data)  # a run folder holds metrics.jsonl: not training data
+        if (path / "manifest.json").is_file() and (path / "train.bin").is_file():
+            raise BabyLlamaError(f"--data {data} is a pretraining data folder (from `babyllama prepare`); fine-tuning "
+                                 f"reads .jsonl/.json/.parquet/.txt examples")
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".jsonl", ".json", ".parquet", ".txt"))
         if not files:
             raise BabyLlamaError(f"--data {data}: the folder holds no .jsonl/.json/.parquet/.txt file")
@@ -179,10 +185,13 @@ def sft_format(record: dict) -> str:
                          f"'messages', 'instruction'+'output', 'prompt'+'completion' or 'text'")
 
 
-def to_sft_examples(records: list[dict], system_prompt: Optional[str] = None) -> tuple[list[dict], str]:
-    """(examples, format): conversational {'messages': [...]} or plain {'text': ...}."""
+def to_sft_examples(records: list[dict], system_prompt: Optional[str] = None,
+                    log=print) -> tuple[list[dict], str]:
+    """(examples, format): conversational {'messages': [...]} or plain {'text': ...}. A conversation whose
+    assistant turns are all empty would train only on end-of-turn tokens: it is skipped and counted."""
     kind = sft_format(records[0])
     examples = []
+    silent: list[int] = []  # conversations with nothing for the assistant to learn
     for i, record in enumerate(records):
         where = f"record {i}"
         if sft_format(record) != kind:
@@ -195,6 +204,9 @@ def to_sft_examples(records: list[dict], system_prompt: Optional[str] = None) ->
             continue
         if kind == "messages":
             messages = _check_messages(record["messages"], where)
+            if not any(t["content"].strip() for t in messages if t["role"] == "assistant"):
+                silent.append(i)
+                continue
         else:
             answer = _text(record, "output" if kind == "instruction" else "completion", where).strip()
             question = _user_turn(record, where)
@@ -204,6 +216,13 @@ def to_sft_examples(records: list[dict], system_prompt: Optional[str] = None) ->
         if system_prompt and messages[0]["role"] != "system":
             messages = [{"role": "system", "content": system_prompt}] + messages
         examples.append({"messages": messages})
+    if silent:
+        shown = ", ".join(map(str, silent[:5])) + (", ..." if len(silent) > 5 else "")
+        if not examples:
+            raise BabyLlamaError(f"every conversation's assistant turns are empty (records {shown}): there is "
+                                 f"nothing to train on; fill in the assistant answers")
+        log(f"note: skipped {len(silent)} of {len(records)} conversations whose assistant turns are all empty "
+            f"(records {shown})")
     if not examples:
         raise BabyLlamaError("the data holds no non-empty example")
     return examples, ("text" if kind == "text" else "conversational")
