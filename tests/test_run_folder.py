@@ -20,7 +20,8 @@ from babyllama.records.run import NullRecord, RunRecord
 from conftest import REPO, TINY_MODEL, TINY_TRAIN, pretrain_tiny
 
 FAST = dict(per_device_train_batch_size=4, seq_len=32, eval_steps=1000, num_samples=0, logging_steps=1)
-BEFORE = Path(os.environ.get("BABYLLAMA_PREVIOUS_SRC", REPO.parent / "wt-before" / "src"))
+# The last commit before checkpoint formats were numbered: its source makes the "old" run folder.
+PREVIOUS_COMMIT = "4312d48"
 
 
 def cli(capsys, *argv) -> tuple[int, str]:
@@ -48,6 +49,7 @@ BAD_ON_RESUME = {
     "per_device_eval_batch_size": "0", "max_consecutive_nonfinite": "0", "stop_timeout": "inf",
     "report_to": "tensorbord", "device": "tpu", "loss_impl": "fastest", "disable_tqdm": "maybe", "fsdp": "2",
     "data": "/nonexistent/data", "resume_from_checkpoint": "/nonexistent/run",
+    "gradient_checkpointing": "maybe", "license": "not-a-license",
 }
 
 
@@ -194,13 +196,25 @@ def test_a_damaged_final_model_is_a_clear_error(run2, tmp_path, damage, capsys):
 # --------------------------------------------------------------------------- run folders of the previous version
 
 
-@pytest.mark.skipif(not (BEFORE / "babyllama").is_dir(), reason="no copy of the previous version's source")
-def test_a_run_of_the_previous_version_resumes_exports_and_lists(prepared_512, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def previous_src(tmp_path_factory) -> Path:
+    """The previous version's src/: $BABYLLAMA_PREVIOUS_SRC, else taken from this repository's history."""
+    if os.environ.get("BABYLLAMA_PREVIOUS_SRC"):
+        return Path(os.environ["BABYLLAMA_PREVIOUS_SRC"])
+    out = tmp_path_factory.mktemp("previous")
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", PREVIOUS_COMMIT, "src"], capture_output=True)
+    if archive.returncode != 0:  # a shallow clone or an unpacked sdist: no history to take it from
+        pytest.skip(f"commit {PREVIOUS_COMMIT} is not in this checkout's history")
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
+    return out / "src"
+
+
+def test_a_run_of_the_previous_version_resumes_exports_and_lists(prepared_512, previous_src, tmp_path, capsys):
     runs = tmp_path / "runs"
     flags = {**TINY_TRAIN, **TINY_MODEL, **FAST, "max_steps": 3, "save_steps": 1}
     argv = [sys.executable, "-m", "babyllama", "pretrain", "--data", str(prepared_512), "--output_dir", str(runs),
             "--run_name", "old"] + [x for k, v in flags.items() for x in (f"--{k}", str(v))]
-    env = {**os.environ, "PYTHONPATH": str(BEFORE)}
+    env = {**os.environ, "PYTHONPATH": str(previous_src)}
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     old = runs / "old"

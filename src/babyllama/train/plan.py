@@ -101,15 +101,16 @@ def plan_resume(train_values: dict[str, Any], model_values: dict[str, Any]) -> P
     cfg = TrainConfig(**{**saved_train, **train_values})
     model = ModelConfig(**saved_model)
     run_dir = checkpoint.parent.parent
+    cfg.validate()  # a bad option is the first thing to hear about, on a resume as on a new run
     check_free(run_dir)  # another process trains this run: say so now, before anything is loaded
     data = TrainingData(cfg.data)
-    _check(cfg, model, data)
     trained_with = _run_tokenizer_hash(run_dir)
     if trained_with and trained_with != data.tokenizer.hash:
         raise BabyLlamaError(f"--data {cfg.data} was made with a different tokenizer than the run {run_dir} "
                              f"(tokenizer hash {data.tokenizer.hash[:12]}, the run's {trained_with[:12]}): its token "
                              f"ids mean other words. Resume with the data the run trained on, or prepare this corpus "
                              f"with the run's tokenizer (babyllama prepare ... --tokenizer {run_dir / 'tokenizer'})")
+    _check(cfg, model, data)
     device = resolve_device(cfg.device)
     return Plan(cfg, model, device, choose_precision(device, cfg.bf16, cfg.fp16), run_dir, data, checkpoint, state,
                 notes=[batch_note] if batch_note else [])
