@@ -62,3 +62,75 @@ def test_eval_bad_input(tiny_run, tmp_path, capsys):
         from babyllama.commands.eval import _context
 
         _context(SimpleNamespace(seq_len=4096), 128)
+
+
+# --------------------------------------------------------------------------- story instructions
+
+QUICK = ["--max_steps", "2", "--per_device_train_batch_size", "4", "--logging_steps", "1", "--disable_tqdm", "true",
+         "--dataloader_pin_memory", "false", "--eval_size", "0"]
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def run_256(prepared_512, tmp_path_factory):
+    """The tiny model with a 256-token context, like the `15m` preset: many stories fit, some do not."""
+    from conftest import pretrain_tiny
+
+    return pretrain_tiny(prepared_512, tmp_path_factory.mktemp("runs"), "ctx256", max_seq_len=256)
+
+
+def test_readme_prepare_sft_then_sft(run_256, tinystories, tmp_path, capsys):
+    """The README's sequence: prepare-sft --model M, then sft --model M; and the dead end without --model is
+    gone: the error names both ways out, and --drop_truncated trains on what fits, with the count logged."""
+    stories = tinystories / "train.txt"
+    fitted = tmp_path / "stories-sft.jsonl"
+    assert cli("prepare-sft", "--model", run_256, "--from_stories", stories, "--out", fitted,
+               "--max_examples", "300") == 0
+    assert "that do not fit the model's context (256 tokens)" in capsys.readouterr().out
+    assert len(read_jsonl(fitted)) >= 4
+    assert cli("sft", "--model", run_256, "--data", fitted, "--output_dir", tmp_path, "--run_name", "fitted",
+               *QUICK) == 0
+    assert json.loads((tmp_path / "fitted" / "manifest.json").read_text())["status"] == "completed"
+
+    unfitted = tmp_path / "all.jsonl"
+    assert cli("prepare-sft", "--from_stories", stories, "--out", unfitted, "--max_examples", "60") == 0
+    capsys.readouterr()
+    assert cli("sft", "--model", run_256, "--data", unfitted, "--output_dir", tmp_path, "--run_name", "cut",
+               *QUICK) == 1
+    err = capsys.readouterr().err
+    assert "max_length is already the model's context (256 tokens)" in err
+    assert f"babyllama prepare-sft --model {run_256}" in err and "--drop_truncated true" in err
+    assert cli("sft", "--model", run_256, "--data", unfitted, "--output_dir", tmp_path, "--run_name", "dropped",
+               "--drop_truncated", "true", *QUICK) == 0
+    assert "whose answer max_length 256 would cut off (--drop_truncated)" in capsys.readouterr().out
+
+
+def test_several_word_sets_heldout_by_story_and_pretraining_text(tinystories, tmp_path):
+    from babyllama.data.sources import read_documents
+    from babyllama.evals.words import score
+
+    out, text = tmp_path / "sets.jsonl", tmp_path / "instruct.txt"
+    assert cli("prepare-sft", "--from_stories", tinystories / "valid.txt", "--out", out, "--max_examples", "30",
+               "--sets_per_story", "3", "--sentence_prob", "0.5", "--heldout", "5", "--text_out", text) == 0
+    train, held = read_jsonl(out), read_jsonl(tmp_path / "sets.heldout.jsonl")
+    assert len(held) == 5
+    by_story: dict[str, list] = {}
+    for row in train:
+        by_story.setdefault(row["output"], []).append(frozenset(row["words"]))
+        assert score(row["words"], row["output"]) == 1.0
+        if row["sentence"]:
+            assert row["sentence"] in row["output"] and row["sentence"] in row["instruction"]
+    assert len(by_story) == 25 and len(train) > 60  # several sets per story...
+    assert all(len(set(sets)) == len(sets) for sets in by_story.values())  # ...each a different set
+    assert not {row["output"] for row in held} & set(by_story)  # no held-out story is trained on
+    docs = list(read_documents(text))
+    assert len(docs) == len(train)
+    for doc in docs:
+        words_line, *_, = doc.split("\n")
+        assert words_line.startswith("Words: ") and "\nStory: " in doc
+    with_sentence = [d for d in docs if "\nSentence: " in d]
+    assert with_sentence and len(with_sentence) < len(docs)
+    assert cli("prepare-sft", "--from_stories", tinystories / "valid.txt", "--out", out, "--sets_per_story", "0") == 1

@@ -47,6 +47,8 @@ class TuneArguments:
         "help": "modules that get adapters, e.g. q_proj v_proj; 'all-linear' means every linear layer but lm_head"})
     max_time: Optional[float] = field(default=None, metadata={
         "help": "stop training after this many seconds (the schedule still follows max_steps / epochs)"})
+    drop_truncated: bool = field(default=False, metadata={
+        "help": "sft: train without the examples whose answer max_length would cut off (their count is logged)"})
     overwrite_output_dir: bool = field(default=False, metadata={
         "help": "replace an existing run folder of the same name"})
 
