@@ -134,3 +134,76 @@ def test_several_word_sets_heldout_by_story_and_pretraining_text(tinystories, tm
     with_sentence = [d for d in docs if "\nSentence: " in d]
     assert with_sentence and len(with_sentence) < len(docs)
     assert cli("prepare-sft", "--from_stories", tinystories / "valid.txt", "--out", out, "--sets_per_story", "0") == 1
+
+
+# --------------------------------------------------------------------------- preference pairs and GRPO
+
+
+def test_pick_pair_by_words():
+    from babyllama.tune.word_pairs import pick_pair
+
+    prompt = {"instruction": "Write a story that uses the words: cat, red.", "words": ["cat", "red"],
+              "output": "The red cat sat."}
+    pair = pick_pair(prompt, ["A dog ran.", "The cat was red.", "A cat ran."])
+    assert (pair["chosen"], pair["rejected"], pair["chosen_share"], pair["rejected_share"]) == \
+        ("The cat was red.", "A dog ran.", 1.0, 0.0)
+    assert pick_pair(prompt, ["A cat ran.", "A dog ran."]) is None  # no sample uses every word
+    assert pick_pair(prompt, ["A cat ran.", "A dog ran."], min_chosen_share=0.5)["chosen"] == "A cat ran."
+    ref = pick_pair(prompt, ["A cat ran.", "A dog ran."], reference_chosen=True)
+    assert ref["chosen"] == "The red cat sat." and ref["chosen_source"] == "reference"
+    assert pick_pair(prompt, ["The cat was red.", "A red cat."]) is None  # all equal: nothing to prefer
+
+
+@pytest.fixture(scope="module")
+def words_prompts(tinystories, tmp_path_factory):
+    out = tmp_path_factory.mktemp("words") / "prompts.jsonl"
+    assert cli("prepare-sft", "--from_stories", tinystories / "valid.txt", "--out", out, "--max_examples", "24",
+               "--sentence_prob", "0") == 0
+    return out
+
+
+def test_prepare_dpo_from_words_then_dpo(tiny_run, words_prompts, tmp_path, capsys):
+    pairs_path = tmp_path / "pairs.jsonl"
+    assert cli("prepare-dpo", "--from_words", words_prompts, "--model", tiny_run, "--out", pairs_path,
+               "--num_prompts", "16", "--samples_per_prompt", "3", "--max_new_tokens", "24", "--temperature", "1.0",
+               "--reference_chosen", "--device", "cpu") == 0
+    assert "pairs from 16 prompts" in capsys.readouterr().out
+    pairs = read_jsonl(pairs_path)
+    from babyllama.evals.words import score
+
+    assert len(pairs) >= 4  # a tiny model misses words often; the source story is the chosen one then
+    for pair in pairs:
+        assert score(pair["words"], pair["chosen"]) == pair["chosen_share"] == 1.0
+        assert score(pair["words"], pair["rejected"]) == pair["rejected_share"] < 1.0
+    assert cli("dpo", "--model", tiny_run, "--data", pairs_path, "--output_dir", tmp_path, "--run_name", "dpo",
+               "--eval_size", "2", *QUICK[:-2]) == 0
+    assert json.loads((tmp_path / "dpo" / "manifest.json").read_text())["status"] == "completed"
+    assert cli("prepare-dpo", "--from_words", words_prompts, "--model", tiny_run, "--out", pairs_path,
+               "--temperature", "0") == 1
+    assert "greedy decoding writes the same story" in capsys.readouterr().err
+
+
+def test_grpo_words_reward_runs_and_records(tiny_run, words_prompts, tmp_path, capsys):
+    from babyllama.tune.grpo import words_reward
+
+    assert words_reward([[{"role": "assistant", "content": "The red cat."}], "a dog"], [["cat", "red"], ["dog"]]) \
+        == [1.0, 1.0]
+    assert words_reward(["no"], [["cat", "red"]]) == [0.0]
+    grpo = ["grpo", "--model", tiny_run, "--data", words_prompts, "--output_dir", tmp_path, "--eval_size", "0",
+            "--lora", "--per_device_train_batch_size", "4", "--num_generations", "4",
+            "--max_completion_length", "16", "--logging_steps", "1", "--disable_tqdm", "true",
+            "--dataloader_pin_memory", "false", "--learning_rate", "1e-3"]
+    assert cli(*grpo, "--run_name", "grpo", "--max_steps", "2", "--save_strategy", "steps", "--save_steps", "1") == 0
+    run = tmp_path / "grpo"
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and manifest["kind"] == "grpo"
+    assert manifest["config"]["train"]["num_generations"] == 4
+    logs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("rewards/words_reward/mean" in entry for entry in logs)
+    assert (run / "model" / "model.safetensors").is_file() and (run / "adapter").is_dir()
+    # Resume from the Trainer's checkpoint: it continues to step 3.
+    checkpoint = run / "checkpoints" / "checkpoint-2"
+    assert checkpoint.is_dir()
+    assert cli(*grpo, "--run_name", "grpo-resumed", "--max_steps", "3", "--resume_from_checkpoint", checkpoint) == 0
+    resumed = [json.loads(line) for line in (tmp_path / "grpo-resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert {entry["step"] for entry in resumed if "loss" in entry} == {3}

@@ -23,6 +23,8 @@ COMMANDS = {
     "chat": "chat",
     "prepare-sft": "prepare_sft",
     "eval": "eval",
+    "prepare-dpo": "prepare_dpo",
+    "grpo": "grpo",
 }
 
 

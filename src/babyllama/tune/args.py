@@ -58,13 +58,15 @@ OUR_DEFAULTS = {
                 save_strategy="no", report_to="none"),
     "dpo": dict(gradient_checkpointing=False, learning_rate=1e-5, output_dir="runs", save_strategy="no",
                 report_to="none"),
+    "grpo": dict(gradient_checkpointing=False, learning_rate=1e-5, output_dir="runs", save_strategy="no",
+                 report_to="none"),
 }
 
 
 def config_class(kind: str):
-    from trl import DPOConfig, SFTConfig
+    from trl import DPOConfig, GRPOConfig, SFTConfig
 
-    return {"sft": SFTConfig, "dpo": DPOConfig}[kind]
+    return {"sft": SFTConfig, "dpo": DPOConfig, "grpo": GRPOConfig}[kind]
 
 
 def make_parser(kind: str):
