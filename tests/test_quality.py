@@ -1,6 +1,7 @@
 """Model quality: bits/byte on a text file, and its agreement with lm-evaluation-harness on a local task.
 
-The tiny pretrained run of conftest.py; the first 40 validation stories.
+The tiny pretrained run of conftest.py; the first validation stories.
+Also the story-instruction data (prepare-sft), preference pairs from the words metric (prepare-dpo), GRPO.
 """
 
 from __future__ import annotations
@@ -31,20 +32,34 @@ def test_rolling_windows_cover_every_token_once():
 
 
 def test_bpb_agrees_with_lm_eval(tiny_run, tinystories, tmp_path, capsys):
-    pytest.importorskip("lm_eval")
     text = tinystories / "valid.txt"
-    common = ["--model", tiny_run, "--text", text, "--max_documents", "40", "--seq_len", "64", "--device", "cpu"]
+    common = ["--model", tiny_run, "--text", text, "--max_documents", "24", "--seq_len", "64", "--device", "cpu"]
     assert cli("eval", "--task", "bpb", *common, "--out", tmp_path / "bpb.json") == 0
     ours = json.loads((tmp_path / "bpb.json").read_text())
-    assert ours["documents"] == 40 and ours["seq_len"] == 64 and 0.5 < ours["bpb"] < 8
+    assert ours["documents"] == 24 and ours["seq_len"] == 64 and 0.5 < ours["bpb"] < 8
     assert "bits/byte" in capsys.readouterr().out
     assert cli("eval", "--task", "lm_eval", "--tasks", "babyllama_text", *common, "--out", tmp_path / "lm.json") == 0
     theirs = json.loads((tmp_path / "lm.json").read_text())["babyllama_text"]["bits_per_byte,none"]
     assert abs(theirs - ours["bpb"]) / ours["bpb"] < 0.03, (theirs, ours["bpb"])
     # The context length matters, so the comparison above is at the same one.
-    assert cli("eval", "--task", "bpb", *common[:-4], "--max_documents", "40", "--seq_len", "8",
+    assert cli("eval", "--task", "bpb", *common[:6], "--seq_len", "8", "--device", "cpu",
                "--out", tmp_path / "short.json") == 0
     assert json.loads((tmp_path / "short.json").read_text())["bpb"] > ours["bpb"]
+
+
+def test_bpb_of_a_run_its_checkpoint_and_an_exported_folder(tiny_run, tinystories, tmp_path):
+    """Any model: a run folder, its final model, a checkpoint, an exported Hugging Face folder."""
+    assert cli("export", "--model", tiny_run, "--format", "hf", "--out", tmp_path / "hf") == 0
+    checkpoint = sorted((tiny_run / "checkpoints").glob("step_*"))[-1]
+    values = {}
+    for name, model in [("run", tiny_run), ("model", tiny_run / "model"), ("checkpoint", checkpoint),
+                        ("hf", tmp_path / "hf")]:
+        out = tmp_path / f"{name}.json"
+        assert cli("eval", "--task", "bpb", "--model", model, "--text", tinystories / "jsonl" / "valid.jsonl",
+                   "--max_documents", "8", "--seq_len", "32", "--device", "cpu", "--out", out) == 0
+        values[name] = json.loads(out.read_text())["bpb"]
+    assert values["run"] == values["model"] == pytest.approx(values["hf"], rel=1e-5)
+    assert values["checkpoint"] == pytest.approx(values["run"], rel=0.05)  # the last checkpoint is the final step
 
 
 def test_eval_bad_input(tiny_run, tmp_path, capsys):
