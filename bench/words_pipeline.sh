@@ -6,6 +6,7 @@
 #   BASE=runs/my-15m bash bench/words_pipeline.sh        (skip pretraining: start from this run)
 #   MIX=1 ...      pretrain on train.txt plus the instruction-format text of prepare-sft --text_out
 #   SMOKE=1 ...    tiny sizes and seconds per stage: checks that the script runs, measures nothing
+#   EVAL_ONLY=1 ...  only the evaluations and the table, of the runs already in $OUT
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STORIES=${STORIES:-../shared/data/tinystories}
@@ -25,6 +26,7 @@ fi
 bl() { echo "+ babyllama $*" >&2; $PY -m babyllama "$@"; }
 mkdir -p "$OUT"
 DATA=$OUT/data
+if [ "${EVAL_ONLY:-0}" = 1 ]; then BASE=${BASE:-$OUT/base}; fi
 if [ -z "${BASE:-}" ]; then
   mkdir -p "$DATA/corpus"
   ln -sf "$(realpath "$STORIES/train.txt")" "$DATA/corpus/train.txt"
@@ -38,6 +40,7 @@ if [ -z "${BASE:-}" ]; then
     --output_dir "$OUT" --run_name base --overwrite_output_dir true
   BASE=$OUT/base
 fi
+if [ "${EVAL_ONLY:-0}" != 1 ]; then
 # Examples from the training stories, fitted to the model; prompts from valid.txt for the evaluation.
 bl prepare-sft --model "$BASE" --from_stories "$STORIES/train.txt" --out "$DATA/sft.jsonl" --sets_per_story "$SETS"
 bl prepare-sft --model "$BASE" --from_stories "$STORIES/valid.txt" --out "$DATA/valid-prompts.jsonl"
@@ -49,6 +52,7 @@ bl dpo --model "$OUT/sft" --data "$DATA/words-pairs.jsonl" --max_time "$DPO_TIME
   --eval_size 0.1 --output_dir "$OUT" --run_name dpo --overwrite_output_dir true
 bl grpo --model "$OUT/dpo" --data "$DATA/sft.jsonl" --max_time "$GRPO_TIME" $GRPO_ARGS --eval_size 0 \
   --output_dir "$OUT" --run_name grpo --overwrite_output_dir true
+fi
 for stage in base sft dpo grpo; do
   model=$OUT/$stage; [ "$stage" = base ] && model=$BASE
   bl eval --task words --model "$model" --prompts "$DATA/valid-prompts.jsonl" --num_prompts "$PROMPTS" \
