@@ -32,6 +32,8 @@ COMMANDS = {
     "chat": "chat",
     "prepare-sft": "prepare_sft",
     "eval": "eval",
+    "prepare-dpo": "prepare_dpo",
+    "grpo": "grpo",
 }
 
 # What one Ctrl-C leaves behind, per command: only pretraining has checkpoints and a second-Ctrl-C stop.

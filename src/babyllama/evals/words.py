@@ -49,12 +49,13 @@ def score(words: list[str], story: str) -> float:
     return sum(word_used(w, story) for w in words) / len(words) if words else 0.0
 
 
-def generate_stories(model_path: str, prompts: list[dict], max_new_tokens: int, temperature: float, seed: int,
+def generate_stories(model_path, prompts: list[dict], max_new_tokens: int, temperature: float, seed: int,
                      batch_size: int, device="cpu") -> list[str]:
+    """One story per prompt; model_path may also be a loaded ChatSession (to sample it several times)."""
     from babyllama.infer.chat import ChatSession
     from babyllama.infer.generate import generate
 
-    session = ChatSession(model_path, device)
+    session = model_path if isinstance(model_path, ChatSession) else ChatSession(model_path, device)
     stories = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start:start + batch_size]

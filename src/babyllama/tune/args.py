@@ -56,6 +56,8 @@ class TuneArguments:
         "help": "modules that get adapters, e.g. q_proj v_proj; 'all-linear' means every linear layer but lm_head"})
     max_time: Optional[float] = field(default=None, metadata={
         "help": "stop training after this many seconds (the schedule still follows max_steps / epochs)"})
+    drop_truncated: bool = field(default=False, metadata={
+        "help": "sft: train without the examples whose answer max_length would cut off (their count is logged)"})
     overwrite_output_dir: bool = field(default=False, metadata={
         "help": "replace an existing run folder of the same name"})
 
@@ -65,13 +67,15 @@ OUR_DEFAULTS = {
                 save_strategy="no", report_to="none"),
     "dpo": dict(gradient_checkpointing=False, learning_rate=1e-5, output_dir="runs", save_strategy="no",
                 report_to="none"),
+    "grpo": dict(gradient_checkpointing=False, learning_rate=1e-5, output_dir="runs", save_strategy="no",
+                 report_to="none"),
 }
 
 
 def config_class(kind: str):
-    from trl import DPOConfig, SFTConfig
+    from trl import DPOConfig, GRPOConfig, SFTConfig
 
-    return {"sft": SFTConfig, "dpo": DPOConfig}[kind]
+    return {"sft": SFTConfig, "dpo": DPOConfig, "grpo": GRPOConfig}[kind]
 
 
 def default_values(kind: str) -> dict[str, Any]:

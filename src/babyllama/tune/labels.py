@@ -82,7 +82,7 @@ def label_report(tokenizer, examples: list[dict], assistant_only: bool, max_leng
     return report
 
 
-def check_report(report: LabelReport) -> None:
+def check_report(report: LabelReport, context: Optional[int] = None, model: Optional[str] = None) -> None:
     """Hard errors, naming the first examples at fault and what to do."""
     problems = []
     if report.no_trained_token:
@@ -91,6 +91,17 @@ def check_report(report: LabelReport) -> None:
     if report.truncated_answer:
         problems.append(f"{len(report.truncated_answer)} example(s) have their answer cut off by max_length "
                         f"{report.max_length} (indices {report.truncated_answer[:10]})")
-    if problems:
-        raise BabyLlamaError("pre-flight label check failed: " + "; ".join(problems) +
-                             ". Shorten or remove those examples, or raise --max_length (up to the model's context)")
+    if not problems:
+        return
+    fixes = "Shorten or remove those examples"
+    if report.truncated_answer:
+        cut = len(report.truncated_answer)
+        if context is not None and report.max_length is not None and report.max_length >= context:
+            # max_length is already the model's context: raising it is no way out.
+            fixes = (f"max_length is already the model's context ({context} tokens). Make the data for this model: "
+                     f"`babyllama prepare-sft --model {model or 'MODEL'} ...` keeps only stories that fit, or add "
+                     f"--drop_truncated true to train without these {cut} example(s)")
+        else:
+            fixes += (f", raise --max_length (up to the model's context{f', {context}' if context else ''}), "
+                      f"or add --drop_truncated true to train without these {cut} example(s)")
+    raise BabyLlamaError("pre-flight label check failed: " + "; ".join(problems) + ". " + fixes)

@@ -63,8 +63,14 @@ def run_sft(tune, config, log: Callable[[str], None] = print) -> Path:
     if fmt == "text":
         config.assistant_only_loss = False  # plain text has no assistant turns: every token is trained
     report = label_report(tokenizer, train, config.assistant_only_loss, config.max_length)
+    if report.truncated_answer and getattr(tune, "drop_truncated", False):
+        cut = set(report.truncated_answer)
+        train = [example for index, example in enumerate(train) if index not in cut]
+        log(f"dropped {len(cut)} example(s) whose answer max_length {config.max_length} would cut off "
+            f"(--drop_truncated); {len(train)} remain")
+        report = label_report(tokenizer, train, config.assistant_only_loss, config.max_length)
     log(report.summary())
-    check_report(report)
+    check_report(report, getattr(model.config, "max_position_embeddings", None), tune.model)
 
     record = prepare_run_folder("sft", tune, config, model_folder, {
         "data": {"source": tune.data, "format": fmt, "train_examples": len(train), "eval_examples": len(held)},

@@ -55,11 +55,14 @@ def instruction_for(words: list[str], sentence: Optional[str]) -> str:
     return text
 
 
-def story_examples(stories: Iterable[str], num_words: int = 3, sentence_prob: float = 0.3, seed: int = 0,
-                   max_words: Optional[int] = None) -> list[dict]:
-    """One instruction example per usable story: {'instruction', 'input', 'output', 'words', 'sentence'}."""
+def story_example_sets(stories: Iterable[str], num_words: int = 3, sentence_prob: float = 0.3, seed: int = 0,
+                       max_words: Optional[int] = None, sets_per_story: int = 1) -> list[list[dict]]:
+    """Per usable story, up to `sets_per_story` examples asking for different word sets (each may also ask for a
+    sentence of the story): [{'instruction', 'input', 'output', 'words', 'sentence'}, ...]."""
     if num_words <= 0:
         raise BabyLlamaError("--num_words must be positive")
+    if sets_per_story <= 0:
+        raise BabyLlamaError("--sets_per_story must be positive")
     if not 0 <= sentence_prob <= 1:
         raise BabyLlamaError("--sentence_prob must be in [0, 1]")
     rng = random.Random(seed)
@@ -71,20 +74,48 @@ def story_examples(stories: Iterable[str], num_words: int = 3, sentence_prob: fl
         candidates = content_words(story)
         if len(candidates) < num_words:
             continue
-        words = rng.sample(candidates, num_words)
-        sentence = pick_sentence(story, rng) if rng.random() < sentence_prob else None
-        out.append({"instruction": instruction_for(words, sentence), "input": "", "output": story,
-                    "words": words, "sentence": sentence})
+        examples, seen = [], set()
+        for _ in range(sets_per_story * 3):  # a few tries: short stories have few distinct sets
+            words = rng.sample(candidates, num_words)
+            if frozenset(words) in seen:
+                continue
+            seen.add(frozenset(words))
+            sentence = pick_sentence(story, rng) if rng.random() < sentence_prob else None
+            examples.append({"instruction": instruction_for(words, sentence), "input": "", "output": story,
+                             "words": words, "sentence": sentence})
+            if len(examples) == sets_per_story:
+                break
+        out.append(examples)
     return out
 
 
+def story_examples(stories: Iterable[str], num_words: int = 3, sentence_prob: float = 0.3, seed: int = 0,
+                   max_words: Optional[int] = None) -> list[dict]:
+    """One instruction example per usable story."""
+    return [sets[0] for sets in story_example_sets(stories, num_words, sentence_prob, seed, max_words)]
+
+
+def instruct_text(example: dict) -> str:
+    """The example as one plain-text document, TinyStoriesInstruct's format, for pretraining on:
+
+        Words: jump, river, happy
+        Sentence: The sun was warm.
+        Story: Once upon a time ...
+    """
+    lines = ["Words: " + ", ".join(example["words"])]
+    if example.get("sentence"):
+        lines.append("Sentence: " + example["sentence"])
+    lines.append("Story: " + example["output"])
+    return "\n".join(lines)
+
+
+def fits(example: dict, tokenizer, context: int) -> bool:
+    """Whether the whole conversation fits the model's context (an answer cut short trains it wrong)."""
+    messages = [{"role": "user", "content": example["instruction"]},
+                {"role": "assistant", "content": example["output"]}]
+    return len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]) <= context
+
+
 def fits_context(examples: list[dict], tokenizer, context: int) -> tuple[list[dict], int]:
-    """Keep examples whose whole conversation fits the model's context (an answer cut short trains it wrong)."""
-    kept = []
-    for example in examples:
-        messages = [{"role": "user", "content": example["instruction"]},
-                    {"role": "assistant", "content": example["output"]}]
-        ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
-        if len(ids) <= context:
-            kept.append(example)
+    kept = [example for example in examples if fits(example, tokenizer, context)]
     return kept, len(examples) - len(kept)
