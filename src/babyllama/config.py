@@ -165,8 +165,7 @@ class TrainConfig:
         for name in positive + [n for n in optional if getattr(self, n) is not None]:
             value = getattr(self, name)
             if value is None or isinstance(value, bool) or not value > 0 or math.isinf(value):  # `not >`: NaN too
-                unset = " (or none)" if name in optional else ""
-                raise BabyLlamaError(f"--{name} must be a positive finite number{unset}, got {value}")
+                raise BabyLlamaError(f"--{name} must be a positive finite number, got {value}")
         if self.max_steps == 0 or self.max_steps < -1:
             raise BabyLlamaError(f"--max_steps must be a positive number of steps, or -1 to train for --max_time "
                                  f"(else --num_train_epochs), got {self.max_steps}")
