@@ -154,7 +154,7 @@ class TrainConfig:
         defaults); errors name the option and the values it takes."""
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if "choices" in f.metadata and value not in f.metadata["choices"]:
+            if "choices" in f.metadata and value not in f.metadata["choices"] and f.name != "preset":  # preset_model
                 raise BabyLlamaError(f"--{f.name} '{value}' is not one of {', '.join(f.metadata['choices'])}"
                                      f"{did_you_mean(str(value), f.metadata['choices'])}")
         positive = ["per_device_train_batch_size", "seq_len", "gradient_accumulation_steps", "learning_rate",
