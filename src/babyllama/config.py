@@ -169,7 +169,7 @@ class TrainConfig:
         defaults); errors name the option and the values it takes."""
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if "choices" in f.metadata and value not in f.metadata["choices"]:
+            if "choices" in f.metadata and value not in f.metadata["choices"] and f.name != "preset":  # preset_model
                 raise BabyLlamaError(f"--{f.name} '{value}' is not one of {', '.join(f.metadata['choices'])}"
                                      f"{did_you_mean(str(value), f.metadata['choices'])}")
         positive = ["per_device_train_batch_size", "seq_len", "gradient_accumulation_steps", "learning_rate",
@@ -180,8 +180,7 @@ class TrainConfig:
         for name in positive + [n for n in optional if getattr(self, n) is not None]:
             value = getattr(self, name)
             if value is None or isinstance(value, bool) or not value > 0 or math.isinf(value):  # `not >`: NaN too
-                unset = " (or none)" if name in optional else ""
-                raise BabyLlamaError(f"--{name} must be a positive finite number{unset}, got {value}")
+                raise BabyLlamaError(f"--{name} must be a positive finite number, got {value}")
         if self.max_steps == 0 or self.max_steps < -1:
             raise BabyLlamaError(f"--max_steps must be a positive number of steps, or -1 to train for --max_time "
                                  f"(else --num_train_epochs), got {self.max_steps}")
