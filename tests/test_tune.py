@@ -51,7 +51,7 @@ def test_records_yaml_parses_and_command_line_wins():
 
 
 def test_any_library_field_and_bad_values(tmp_path):
-    from babyllama.tune.args import device_has_bf16, parse_tune_args
+    from babyllama.tune.args import device_precision, parse_tune_args
 
     _, config = parse_tune_args("sft", ["--model", "m", "--data", "d", "--lr_scheduler_type", "cosine",
                                         "--max_grad_norm", "0.3", "--neftune_noise_alpha", "5", "--max_length", "64"])
@@ -63,7 +63,7 @@ def test_any_library_field_and_bad_values(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(BabyLlamaError, match=r"optim=paged_adamw_8bit.*CUDA.*--optim adamw_torch"):
             parse_tune_args("sft", ["--model", "m", "--data", "d", "--optim", "paged_adamw_8bit"])
-        if not device_has_bf16():
+        if not device_precision()["bf16"]:
             with pytest.raises(BabyLlamaError, match=r"bf16=true.*--bf16 false"):
                 parse_tune_args("dpo", ["--model", "m", "--data", "d", "--bf16", "true"])
     with pytest.raises(SystemExit):  # argparse's own error for a value of the wrong type
@@ -291,3 +291,14 @@ def test_max_time_stop_is_the_main_process_decision():
         callback.on_step_end(None, None, control)
         assert asked == [own_clock_expired]
         assert control.should_training_stop is main_says_stop
+
+
+def test_fine_tuning_precision_follows_what_the_card_computes(monkeypatch):
+    """A T4 (7.5) reports is_bf16_supported() but only emulates bf16: fine-tuning defaults to fp16 there."""
+    from babyllama.tune import args
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for capability, expected in (((7, 5), {"bf16": False, "fp16": True}), ((8, 0), {"bf16": True, "fp16": False}),
+                                 ((6, 0), {"bf16": False, "fp16": False})):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        assert args.device_precision() == expected

@@ -80,7 +80,7 @@ def config_class(kind: str):
 
 def default_values(kind: str) -> dict[str, Any]:
     """babyllama's defaults for this command (see the module docstring); a file or a flag overrides them."""
-    return {**OUR_DEFAULTS[kind], "bf16": device_has_bf16()}
+    return {**OUR_DEFAULTS[kind], **device_precision()}
 
 
 def add_tune_arguments(parser: argparse.ArgumentParser, kind: str) -> None:
@@ -175,14 +175,17 @@ def parse_tune_args(kind: str, argv: list[str]):
     return tune_args_from_namespace(kind, parser.parse_args(argv))
 
 
-def device_has_bf16() -> bool:
+def device_precision() -> dict[str, bool]:
+    """bf16 where the device computes it natively (CUDA 8.0+, CPUs with AVX512-BF16/AMX), fp16 with loss scaling
+    on 7.x cards (T4, V100: `is_bf16_supported()` says True there, but bf16 is only emulated), else fp32."""
     import torch
 
-    from babyllama.train.device import cpu_has_native_bf16
+    from babyllama.train.device import cpu_has_native_bf16, device_family
 
     if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return cpu_has_native_bf16()
+        family = device_family(torch.device("cuda"))
+        return {"bf16": family == "cuda-bf16", "fp16": family == "cuda-fp16"}
+    return {"bf16": cpu_has_native_bf16(), "fp16": False}
 
 
 def read_yaml_config(values: dict[str, Any], path: str, allowed: set[str]) -> dict[str, Any]:
@@ -234,7 +237,7 @@ def check_values(values) -> None:
         raise BabyLlamaError(f"optim={optim} uses bitsandbytes' paged/8-bit optimizer, which needs a CUDA GPU; "
                              f"on this machine use --optim adamw_torch (or adamw_torch_fused)")
     if getattr(values, "bf16", False) and not cuda and not getattr(values, "use_cpu", False) \
-            and not device_has_bf16():
+            and not device_precision()["bf16"]:
         raise BabyLlamaError("bf16=true, but this CPU has no native bf16 (no AVX512-BF16/AMX): use --bf16 false "
                              "(fp32), or --use_cpu true to emulate bf16 slowly")
     if getattr(values, "fp16", False) and not cuda:
