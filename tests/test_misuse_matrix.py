@@ -35,7 +35,7 @@ class Case:
     def isolated(self) -> bool:
         """Cases that may still damage what they are given (until the arch branch lands) get their own copy of
         the sandbox, so that a failure stays their own."""
-        return bool(self.marks)
+        return self.kind == "loss" or bool(self.marks)
 
 
 def interrupt(target: str):
@@ -223,6 +223,24 @@ CASES: dict[str, Case] = {
                               "--run_name", "dpo-new"], ["nothing.jsonl"], "misleading"),
     "dpo-config-missing": Case(["dpo", "--config", "nothing.yaml", "--model", "runs/tiny", "--data", "sft.jsonl"],
                                ["nothing.yaml"], "misleading"),
+    # ------------------------------------------------------------------ grpo, prepare-dpo, push
+    "grpo-truncated-model": Case(["grpo", "--model", "runs/truncated", "--data", "prompts.jsonl", "--eval_size", "0",
+                                  "--output_dir", "runs", "--run_name", "grpo-new"], ["model.safetensors"],
+                                 "traceback"),
+    "grpo-data-missing": Case(["grpo", "--model", "runs/tiny", "--data", "nothing.jsonl", "--output_dir", "runs",
+                               "--run_name", "grpo-new"], ["nothing.jsonl"], "misleading"),
+    "prepare-dpo-temperature-zero": Case(["prepare-dpo", "--from_words", "prompts.jsonl", "--model", "runs/tiny",
+                                          "--out", "pairs.jsonl", "--temperature", "0"], ["--temperature"],
+                                         "misleading"),
+    "prepare-dpo-out-over-its-prompts": Case(["prepare-dpo", "--from_words", "prompts.jsonl", "--model",
+                                              "runs/tiny", "--out", "prompts.jsonl"], ["--out", "prompts.jsonl"],
+                                             "loss"),
+    "prepare-dpo-max_new_tokens-zero": Case(["prepare-dpo", "--from_words", "prompts.jsonl", "--model", "runs/tiny",
+                                   "--out", "pairs.jsonl", "--max_new_tokens", "0"], ["--max_new_tokens"],
+                                  "misleading", 2),
+    "push-model-missing": Case(["push", "--model", "runs/gone", "--repo", "me/baby"], ["runs/gone"], "misleading"),
+    "push-bad-license": Case(["push", "--model", "runs/tiny", "--repo", "me/baby", "--license", "mine"],
+                             ["--license"], "misleading"),
     # ------------------------------------------------------------------ runs
     "runs-show-missing": Case(["runs", "show", "--runs_dir", "runs", "ghost"], ["ghost"], "misleading"),
     "runs-compare-one": Case(["runs", "compare", "--runs_dir", "runs", "tiny"], ["at least two"], "misleading"),

@@ -26,7 +26,7 @@ def second_folder(prepared_512, tinystories, tmp_path_factory):
 
 def test_a_mixture_trains_is_recorded_and_resumes_bit_identically(prepared_512, second_folder, tmp_path):
     spec = f"{prepared_512}:0.75 {second_folder}:0.25"
-    whole = pretrain_tiny(prepared_512, tmp_path, "whole", data=spec, max_steps=10, save_steps=4,
+    whole = pretrain_tiny(spec, tmp_path, "whole", max_steps=10, save_steps=4,
                           save_total_limit=None)
     manifest = json.loads((whole / "manifest.json").read_text())
     mixture = manifest["data"]["mixture"]
@@ -47,7 +47,7 @@ def test_a_mixture_trains_is_recorded_and_resumes_bit_identically(prepared_512, 
 
 def test_the_mixture_changes_what_is_trained_on(prepared_512, second_folder, tmp_path):
     alone = pretrain_tiny(prepared_512, tmp_path, "alone", max_steps=3)
-    mixed = pretrain_tiny(prepared_512, tmp_path, "mixed", data=f"{prepared_512}:0.5 {second_folder}:0.5",
+    mixed = pretrain_tiny(f"{prepared_512}:0.5 {second_folder}:0.5", tmp_path, "mixed",
                           max_steps=3)
     a = load_file(str(alone / "model" / "model.safetensors"))
     b = load_file(str(mixed / "model" / "model.safetensors"))
@@ -61,4 +61,4 @@ def test_a_mixture_needs_one_tokenizer(prepared_512, tinystories, tmp_path):
     prepare(PrepareConfig(data=str(tinystories / "valid.txt"), vocab_size=300, out=str(other), valid_fraction=0.05,
                           disable_tqdm=True), log=lambda _: None)
     with pytest.raises(BabyLlamaError, match="another tokenizer"):
-        pretrain_tiny(prepared_512, tmp_path, "bad", data=f"{prepared_512}:0.5 {other}:0.5", max_steps=2)
+        pretrain_tiny(f"{prepared_512}:0.5 {other}:0.5", tmp_path, "bad", max_steps=2)

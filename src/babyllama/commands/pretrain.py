@@ -26,8 +26,8 @@ def run(args) -> int:
 
     if getattr(args, "nproc_per_node", None) is not None:
         options = {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in ("command",
-                                                                                             "nproc_per_node")}
-        argv = torchrun_argv(args.nproc_per_node, "pretrain", options)
+                                                                                             "nproc_per_node", "debug")}
+        argv = torchrun_argv(args.nproc_per_node, "pretrain", options) + (["--debug"] if args.debug else [])
         sys.stdout.flush()
         os.execv(argv[0], argv)  # torchrun starts the processes; babyllama manages none itself
     train_values, model_values = explicit_values(args, TrainConfig, ModelConfig)

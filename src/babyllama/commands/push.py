@@ -15,8 +15,12 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    from babyllama.export.card import check_license
     from babyllama.export.hub import push_run
+    from babyllama.pathchecks import check_model_path
 
+    check_model_path(args.model)  # what is wrong here is said before the network is tried
+    check_license(args.license)
     push_run(args.model, args.repo, private=args.private, token=args.token, license=args.license,
              gguf_type=args.gguf_type)
     return 0

@@ -21,15 +21,10 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, 
 
 from babyllama.errors import BabyLlamaError
 
-UNK, BOS, EOS, PAD = "<unk>", "<s>", "</s>", "<pad>"
-CHAT_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
-LEADING_SPECIALS = (UNK, BOS, EOS)
-TRAILING_SPECIALS = (PAD,) + CHAT_TOKENS
-SPECIAL_TOKENS = LEADING_SPECIALS + TRAILING_SPECIALS
-BYTE_OFFSET = len(LEADING_SPECIALS)
-MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)
-SENTENCEPIECE_FILE = "tokenizer.model"
-TOKENIZER_TYPES = ("bpe", "sentencepiece")
+from babyllama.data.sentencepiece_model import is_babyllama_sentencepiece, sentencepiece_model_from
+from babyllama.data.special_tokens import (BOS, BYTE_OFFSET, CHAT_TOKENS, EOS, LEADING_SPECIALS, MIN_VOCAB_SIZE, PAD,
+                                          SENTENCEPIECE_FILE, SPECIAL_TOKENS, TOKENIZER_TYPES, TRAILING_SPECIALS,
+                                          UNK)
 
 
 @lru_cache(maxsize=1)
@@ -154,10 +149,8 @@ def load_tokenizer(folder: str | Path) -> BabyTokenizer:
     if (file.parent / SENTENCEPIECE_FILE).is_file():
         loaded.sentencepiece_model = (file.parent / SENTENCEPIECE_FILE).read_bytes()
     elif "ByteFallback" in tokenizer.to_str():  # a fine-tune's folder (transformers saves no tokenizer.model)
-        from babyllama.data import sentencepiece
-
-        if sentencepiece.is_babyllama_sentencepiece(tokenizer):
-            loaded.sentencepiece_model = sentencepiece.sentencepiece_model_from(tokenizer)
+        if is_babyllama_sentencepiece(tokenizer):
+            loaded.sentencepiece_model = sentencepiece_model_from(tokenizer)
     return loaded
 
 

@@ -83,7 +83,10 @@ def _run_tokenizer_hash(run_dir: Path) -> Optional[str]:
 
 
 def plan_resume(train_values: dict[str, Any], model_values: dict[str, Any]) -> Plan:
-    checkpoint = resolve_checkpoint(train_values["resume_from_checkpoint"])
+    given = Path(train_values["resume_from_checkpoint"])
+    if given.is_dir() and not (given / "trainer_state.json").is_file():
+        check_free(given)  # a run folder that a live process trains: say so, whatever its checkpoints
+    checkpoint = resolve_checkpoint(given)
     state = json.loads((checkpoint / "trainer_state.json").read_text())
     saved_train, saved_model = state["config"]["train"], state["config"]["model"]
     for key, value in model_values.items():

@@ -57,7 +57,7 @@ def run_grpo(tune, config, log: Callable[[str], None] = print) -> Path:
 
     from babyllama.tune.data import read_records, split_examples
     from babyllama.tune.hfmodel import load_hf_model, load_tokenizer, save_final
-    from babyllama.tune.record import marked_on_failure, metrics_callback
+    from babyllama.tune.record import metrics_callback
     from babyllama.tune.sft import lora_config, prepare_run_folder
 
     records = read_records(tune.data, tune.data_split)
@@ -75,8 +75,8 @@ def run_grpo(tune, config, log: Callable[[str], None] = print) -> Path:
     record = prepare_run_folder("grpo", tune, config, model_folder, {
         "data": {"source": tune.data, "train_prompts": len(train), "eval_prompts": len(held)},
         "reward": "words: share of the requested words the story uses", "lora": tune.lora})
-    log(record.arguments_text())
-    with marked_on_failure(record):
+    with record:  # from here on, however training ends, the run record says so
+        log(record.arguments_text())
         trainer = GRPOTrainer(model=model, reward_funcs=[words_reward], args=config, processing_class=tokenizer,
                               train_dataset=datasets.Dataset.from_list(train),
                               eval_dataset=datasets.Dataset.from_list(held) if held else None,
@@ -88,6 +88,6 @@ def run_grpo(tune, config, log: Callable[[str], None] = print) -> Path:
         if rewards:
             final.update(first_logged_reward=rewards[0], last_logged_reward=rewards[-1])
         out = save_final(trainer.model, tokenizer, record.folder)
+        record.update(final_metrics=final)
         log(f"saved {out}")
-    record.finish("completed", final_metrics=final)
     return record.folder
