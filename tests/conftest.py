@@ -60,3 +60,23 @@ def pretrain_tiny(data: Path, output_dir: Path, run_name: str, **overrides) -> P
 def tiny_run(prepared_512, tmp_path_factory) -> Path:
     """A finished tiny pretraining run folder (model/, checkpoints/, manifest.json, metrics.jsonl)."""
     return pretrain_tiny(prepared_512, tmp_path_factory.mktemp("runs"), "tiny", max_steps=40)
+
+
+def resume_matches_whole(whole: Path, step: int, tmp_path: Path) -> bool:
+    """Simulate a run that stopped after `step` (its folder holds only what existed then), resume it, and say
+    whether it ends with weights bit-identical to the run that never stopped."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    from babyllama.train.loop import pretrain
+
+    part = tmp_path / f"{whole.name}-stopped"
+    part.mkdir()
+    shutil.copytree(whole / "checkpoints" / f"step_{step:06d}", part / "checkpoints" / f"step_{step:06d}")
+    shutil.copytree(whole / "tokenizer", part / "tokenizer")
+    resumed = pretrain({"resume_from_checkpoint": str(part), "disable_tqdm": True}, {}, log=lambda _: None)
+    a = load_file(str(whole / "model" / "model.safetensors"))
+    b = load_file(str(resumed / "model" / "model.safetensors"))
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from babyllama.errors import BabyLlamaError
-from conftest import pretrain_tiny
+from conftest import pretrain_tiny, resume_matches_whole
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +32,7 @@ def test_a_mixture_trains_is_recorded_and_resumes_bit_identically(prepared_512, 
     assert [m["path"] for m in mixture] == [str(prepared_512), str(second_folder)]
     assert [m["share"] for m in mixture] == pytest.approx([0.75, 0.25], abs=1e-3)
 
-    part = tmp_path / "part"
-    part.mkdir()
-    shutil.copytree(whole / "checkpoints" / "step_000004", part / "checkpoints" / "step_000004")
-    shutil.copytree(whole / "tokenizer", part / "tokenizer")
-    from babyllama.train.loop import pretrain
-
-    resumed = pretrain({"resume_from_checkpoint": str(part), "disable_tqdm": True}, {}, log=lambda _: None)
-    a = load_file(str(whole / "model" / "model.safetensors"))
-    b = load_file(str(resumed / "model" / "model.safetensors"))
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resume_matches_whole(whole, 4, tmp_path)
 
 
 def test_the_mixture_changes_what_is_trained_on(prepared_512, second_folder, tmp_path):

@@ -282,7 +282,7 @@ class FakeHub:
                                 for p in Path(folder_path).rglob("*") if p.is_file()}
 
         monkeypatch.setattr(huggingface_hub, "HfApi", Api)
-        monkeypatch.setattr("babyllama.export.hub._check_online", lambda: None)
+        monkeypatch.setattr("babyllama.export.hub.check_online", lambda: None)
         return self
 
 

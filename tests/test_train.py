@@ -1,13 +1,10 @@
 import json
-import shutil
 
 import pytest
-import torch
-from safetensors.torch import load_file
 
 from babyllama.errors import BabyLlamaError
 from babyllama.train.optim import learning_rate_at
-from conftest import pretrain_tiny
+from conftest import pretrain_tiny, resume_matches_whole
 
 
 def test_run_folder_layout_and_metric_names(tiny_run):
@@ -30,18 +27,7 @@ def test_resume_is_bit_identical(prepared_512, tmp_path):
     """N steps in one go == k steps, stop, resume from the step-k checkpoint, N - k more."""
     whole = pretrain_tiny(prepared_512, tmp_path, "whole", max_steps=12, save_steps=5, save_total_limit=None,
                           dropout=0.1)
-    # Simulate a run that stopped after step 5: its folder holds only what existed then.
-    part = tmp_path / "part"
-    part.mkdir()
-    shutil.copytree(whole / "checkpoints" / "step_000005", part / "checkpoints" / "step_000005")
-    shutil.copytree(whole / "tokenizer", part / "tokenizer")
-    from babyllama.train.loop import pretrain
-
-    resumed = pretrain({"resume_from_checkpoint": str(part), "disable_tqdm": True}, {}, log=lambda _: None)
-    a = load_file(str(whole / "model" / "model.safetensors"))
-    b = load_file(str(resumed / "model" / "model.safetensors"))
-    assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resume_matches_whole(whole, 5, tmp_path)
 
 
 def test_resume_rejects_a_changed_shape(tiny_run):

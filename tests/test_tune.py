@@ -221,14 +221,39 @@ def test_lora_sft_merge_export_chat(tiny_run, data_dir, tmp_path, capsys):
     assert "user: Say hi." in out and "assistant:" in out
 
 
-def test_full_sft_with_packing(tiny_run, data_dir, tmp_path):
+def test_full_sft_with_packing_card_and_push_to_hub(tiny_run, data_dir, tmp_path, monkeypatch):
+    """--push_to_hub uploads the finished model (merged weights, tokenizer, card), never the Trainer's folder."""
+    import huggingface_hub
+
     from babyllama.tune.hfmodel import load_hf_model
 
+    uploads = []
+
+    class FakeApi:
+        def __init__(self, token=None, **_):
+            uploads.append(("token", token))
+
+        def create_repo(self, repo_id, **_):
+            return f"https://huggingface.co/{repo_id}"
+
+        def upload_folder(self, repo_id, folder_path, **_):
+            uploads.append((repo_id, sorted(str(p.relative_to(folder_path)) for p in Path(folder_path).rglob("*")
+                                            if p.is_file())))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr("babyllama.tune.publish.check_online", lambda: None)
+    monkeypatch.setattr("babyllama.export.hub.check_online", lambda: None)
     data = data_dir / "instruct" / "instructions.jsonl"
     assert cli("sft", "--model", tiny_run / "model", "--data", data, "--output_dir", tmp_path, "--run_name", "full",
                "--max_examples", "16", "--eval_size", "0", "--packing", "true", "--learning_rate", "1e-3",
-               *QUICK) == 0
+               "--license", "mit", "--push_to_hub", "true", "--hub_model_id", "someone/baby-sft",
+               "--hub_token", "hf_secretsecret", *QUICK) == 0
     run = tmp_path / "full"
+    assert uploads[0] == ("token", "hf_secretsecret") and uploads[1][0] == "someone/baby-sft"
+    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= set(uploads[1][1])
+    assert not any("checkpoint" in name or "optimizer" in name for name in uploads[1][1])
+    assert "license: mit" in (run / "model" / "README.md").read_text()  # the run's own model card
+    assert "hf_secretsecret" not in (run / "manifest.json").read_text()
     assert not (run / "adapter").exists()
     tuned, _ = load_hf_model(run)
     base, _ = load_hf_model(tiny_run)

@@ -18,7 +18,7 @@ from babyllama.errors import BabyLlamaError
 REPO_ID_HELP = "user/name or org/name"
 
 
-def _check_online() -> None:
+def check_online() -> None:
     """Fail at once, before exporting anything, when the Hub cannot be reached."""
     from huggingface_hub import constants
 
@@ -55,7 +55,7 @@ def push_run(model: str | Path, repo: str, *, private: bool = False, token: Opti
 
     check_repo_id(repo)
     license = check_license(license)
-    _check_online()
+    check_online()
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="babyllama-push-") as tmp:
         folder = export_hf(model, Path(tmp) / "model")

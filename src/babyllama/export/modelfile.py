@@ -38,7 +38,7 @@ def modelfile_path(out: str | Path, gguf_path: str | Path) -> Path:
 
 def modelfile_text(gguf_file: str, context: int, chat: bool, generation: Optional[dict] = None) -> str:
     """The Modelfile for a GGUF file (named relative to the Modelfile, as Ollama resolves it)."""
-    lines = [f"# Ollama: ollama create NAME -f THIS_FILE && ollama run NAME (written by babyllama export)",
+    lines = ["# Ollama: ollama create NAME -f THIS_FILE && ollama run NAME (written by babyllama export)",
              f"FROM ./{gguf_file}", ""]
     template = CHAT_TEMPLATE_GO if chat else COMPLETION_TEMPLATE_GO
     lines.append(f'TEMPLATE """{template}"""')

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from babyllama.errors import BabyLlamaError, did_you_mean
+from babyllama.export.card import check_license
 
 
 @dataclass
@@ -56,6 +57,8 @@ class TuneArguments:
         "help": "modules that get adapters, e.g. q_proj v_proj; 'all-linear' means every linear layer but lm_head"})
     max_time: Optional[float] = field(default=None, metadata={
         "help": "stop training after this many seconds (the schedule still follows max_steps / epochs)"})
+    license: Optional[str] = field(default=None, metadata={
+        "help": "license of the fine-tuned weights, a Hub license id (e.g. apache-2.0), written into the model card"})
     drop_truncated: bool = field(default=False, metadata={
         "help": "sft: train without the examples whose answer max_length would cut off (their count is logged)"})
     overwrite_output_dir: bool = field(default=False, metadata={
@@ -259,6 +262,8 @@ def check_tune(tune: TuneArguments) -> None:
         raise BabyLlamaError("--max_time must be positive (seconds)")
     if tune.max_examples is not None and tune.max_examples <= 0:
         raise BabyLlamaError("--max_examples must be positive")
+    if tune.license is not None:
+        tune.license = check_license(tune.license)
 
 
 def resolved_dict(config) -> dict[str, Any]:

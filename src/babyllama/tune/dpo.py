@@ -14,6 +14,8 @@ from typing import Callable
 
 import torch
 
+from babyllama.tune.publish import publish, take_push_request
+
 
 def completion_logps(model, tokenizer, pairs: list[dict], batch_size: int = 8) -> torch.Tensor:
     """(pairs, 2) summed log-probabilities of the chosen and rejected answers (with their <|end|>)."""
@@ -56,6 +58,7 @@ def preference_metrics(policy: torch.Tensor, reference: torch.Tensor, beta: floa
 
 
 def run_dpo(tune, config, log: Callable[[str], None] = print) -> Path:
+    push = take_push_request(config)  # checked now; carried out when the run has finished
     import datasets
     from trl import DPOTrainer
 
@@ -101,4 +104,5 @@ def run_dpo(tune, config, log: Callable[[str], None] = print) -> Path:
         out = save_final(trainer.model, tokenizer, record.folder)
         log(f"saved {out}")
         record.update(final_metrics=dict(result.metrics), preference_before=before, preference_after=after)
+    publish(record.folder, tune.license, push, log)
     return record.folder

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from babyllama.tune.publish import publish, take_push_request
 from babyllama.errors import BabyLlamaError
 
 
@@ -52,6 +53,7 @@ def fit_completion_length(config, tokenizer, prompts: list[dict], context: int, 
 
 
 def run_grpo(tune, config, log: Callable[[str], None] = print) -> Path:
+    push = take_push_request(config)  # checked now; carried out when the run has finished
     import datasets
     from trl import GRPOTrainer
 
@@ -90,4 +92,5 @@ def run_grpo(tune, config, log: Callable[[str], None] = print) -> Path:
         out = save_final(trainer.model, tokenizer, record.folder)
         record.update(final_metrics=final)
         log(f"saved {out}")
+    publish(record.folder, tune.license, push, log)
     return record.folder

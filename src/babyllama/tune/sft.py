@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from babyllama.tune.publish import publish, take_push_request
+
 
 def lora_config(tune, task_type: str = "CAUSAL_LM"):
     from peft import LoraConfig
@@ -42,6 +44,7 @@ def prepare_run_folder(kind: str, tune, config, model_folder: Path, extra: dict)
 
 def run_sft(tune, config, log: Callable[[str], None] = print) -> Path:
     """Fine-tune and return the run folder."""
+    push = take_push_request(config)  # checked now; carried out when the run has finished
     import datasets
     from trl import SFTTrainer
 
@@ -93,4 +96,5 @@ def run_sft(tune, config, log: Callable[[str], None] = print) -> Path:
         out = save_final(trainer.model, tokenizer, record.folder)
         log(f"saved {out}")
         record.update(final_metrics=final)
+    publish(record.folder, tune.license, push, log)
     return record.folder
