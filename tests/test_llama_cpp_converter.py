@@ -42,7 +42,9 @@ def _unpack(archive: Path, into: Path) -> Path:
 @pytest.fixture(scope="module")
 def converter(request) -> Path:
     given = os.environ.get("BABYLLAMA_LLAMA_CPP_SRC")
-    cache = Path(request.config.cache.mkdir("llama-cpp-python-sdist"))
+    # A cache that outlives the run, without pytest's cache plugin (CI runs with -p no:cacheprovider).
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "babyllama-tests" / "llama-cpp-python-sdist"
+    cache.mkdir(parents=True, exist_ok=True)
     if given:
         path = Path(given)
         source = path if path.is_dir() else _unpack(path, cache / "unpacked")

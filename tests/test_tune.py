@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 import torch
 
 from babyllama.errors import BabyLlamaError
@@ -252,7 +253,8 @@ def test_full_sft_with_packing_card_and_push_to_hub(tiny_run, data_dir, tmp_path
     assert uploads[0] == ("token", "hf_secretsecret") and uploads[1][0] == "someone/baby-sft"
     assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= set(uploads[1][1])
     assert not any("checkpoint" in name or "optimizer" in name for name in uploads[1][1])
-    assert "license: mit" in (run / "model" / "README.md").read_text()  # the run's own model card
+    card = (run / "model" / "README.md").read_text()  # the run's own model card
+    assert yaml.safe_load(card.split("---\n")[1])["license"] == "mit"
     assert "hf_secretsecret" not in (run / "manifest.json").read_text()
     assert not (run / "adapter").exists()
     tuned, _ = load_hf_model(run)

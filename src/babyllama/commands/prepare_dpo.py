@@ -36,11 +36,6 @@ def run(args) -> int:
 
     from babyllama.pathchecks import check_model_path, check_writable_file, write_text_atomic
 
-    if args.temperature == 0 or args.samples_per_prompt < 2:
-        raise BabyLlamaError("pairs need different stories: use --temperature above 0 and --samples_per_prompt 2 "
-                             "or more")
-    if not 0 <= args.min_chosen_share <= 1:
-        raise BabyLlamaError(f"--min_chosen_share must be in [0, 1], got {args.min_chosen_share}")
     check_writable_file("--out", args.out, {"--from_words": args.from_words, "--model": args.model})
     check_model_path(args.model)
     prompts = read_prompts(args.from_words, args.num_prompts)
