@@ -11,7 +11,7 @@ The loop sees one object: `param_groups` (each with an `lr_scale`, so one schedu
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
@@ -93,6 +93,3 @@ def parameter_split(model: torch.nn.Module) -> dict[str, int]:
         counts["muon" if is_hidden_matrix(name, param) else "adamw"] += param.numel()
     return counts
 
-
-def all_params(groups: Iterable[dict]) -> list[torch.Tensor]:
-    return [p for group in groups for p in group["params"]]
