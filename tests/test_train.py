@@ -46,6 +46,12 @@ def test_schedules():
     assert learning_rate_at(55, kind="linear", **kw) == pytest.approx(0.55)
     assert learning_rate_at(0, kind="constant", **kw) == 1.0
     assert learning_rate_at(0, kind="constant_with_warmup", **kw) == pytest.approx(0.1)
+    # Warmup-stable-decay: the peak until the last 20% of the 90 decay steps (step 82), then linear to the floor.
+    wsd = dict(kind="warmup_stable_decay", decay_ratio=0.2, **kw)
+    assert learning_rate_at(5, **wsd) == pytest.approx(0.6)
+    assert learning_rate_at(82, **wsd) == pytest.approx(1.0)
+    assert learning_rate_at(91, **wsd) == pytest.approx(0.55)
+    assert learning_rate_at(100, **wsd) == pytest.approx(0.1)
 
 
 def test_max_time_fits_the_schedule_to_the_budget(prepared_512, tmp_path):

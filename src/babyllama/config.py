@@ -93,7 +93,7 @@ def preset_model(name: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- pretraining
 
 
-SCHEDULES = ("cosine", "linear", "constant", "constant_with_warmup")
+SCHEDULES = ("cosine", "linear", "constant", "constant_with_warmup", "warmup_stable_decay")
 TRACKERS = ("none", "tensorboard", "wandb", "mlflow", "trackio")
 
 
@@ -116,7 +116,10 @@ class TrainConfig:
     gradient_accumulation_steps: int = opt(1, "micro-batches per optimizer step")
     seq_len: Optional[int] = opt(None, "training sequence length (default: recipe, at most max_seq_len)")
     learning_rate: Optional[float] = opt(None, "peak learning rate (default: recipe)")
-    min_lr_ratio: float = opt(0.1, "final learning rate as a fraction of the peak (cosine, linear)")
+    min_lr_ratio: float = opt(0.1, "final learning rate as a fraction of the peak (cosine, linear, "
+                                   "warmup_stable_decay)")
+    lr_decay_ratio: float = opt(0.2, "warmup_stable_decay: the share of the run, at its end, over which the rate "
+                                     "falls linearly from the peak to the floor")
     lr_scheduler_type: str = opt("cosine", "learning-rate schedule after warmup", choices=SCHEDULES)
     warmup_steps: int = opt(0, "linear warmup steps (overrides warmup_ratio when > 0)")
     warmup_ratio: Optional[float] = opt(None, "warmup as a fraction of the total steps (default: recipe)")
@@ -190,6 +193,8 @@ class TrainConfig:
             raise BabyLlamaError("--warmup_steps must be >= 0 and --warmup_ratio in [0, 1)")
         if not self.weight_decay >= 0 or not self.max_grad_norm >= 0 or not 0 <= self.min_lr_ratio <= 1:
             raise BabyLlamaError("--weight_decay and --max_grad_norm must be >= 0, --min_lr_ratio in [0, 1]")
+        if not 0 < self.lr_decay_ratio <= 1:
+            raise BabyLlamaError(f"--lr_decay_ratio must be in (0, 1], got {self.lr_decay_ratio}")
         for name in ("adam_beta1", "adam_beta2"):
             if not 0 <= getattr(self, name) < 1:
                 raise BabyLlamaError(f"--{name} must be in [0, 1), got {getattr(self, name)}")

@@ -225,7 +225,7 @@ def train(t: Training, stop: StopRequest) -> str:
             faults.point("train.step")
             warmup, decay = cadence.position(state.step)
             lr = learning_rate_for(warmup=warmup, decay=decay, peak=cfg.learning_rate, kind=cfg.lr_scheduler_type,
-                                   min_ratio=cfg.min_lr_ratio)
+                                   min_ratio=cfg.min_lr_ratio, decay_ratio=cfg.lr_decay_ratio)
             loss, grad_norm, finite = t.step(state.step, lr)
             state.advance(t.tokens_per_step)
             window.add(loss, finite, t.tokens_per_step)

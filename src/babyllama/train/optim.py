@@ -28,18 +28,20 @@ def build_optimizer(model: torch.nn.Module, *, learning_rate: float, weight_deca
 
 
 def learning_rate_at(step: int, *, total_steps: int, warmup_steps: int, peak: float, kind: str,
-                     min_ratio: float) -> float:
+                     min_ratio: float, decay_ratio: float = 0.2) -> float:
     """Learning rate for optimizer step `step` (0-based) of a run of `total_steps`."""
     if step < warmup_steps:
         return learning_rate_for(warmup=(step + 1) / warmup_steps, decay=0.0, peak=peak, kind=kind,
-                                 min_ratio=min_ratio)
+                                 min_ratio=min_ratio, decay_ratio=decay_ratio)
     return learning_rate_for(warmup=1.0, decay=(step - warmup_steps) / max(1, total_steps - warmup_steps),
-                             peak=peak, kind=kind, min_ratio=min_ratio)
+                             peak=peak, kind=kind, min_ratio=min_ratio, decay_ratio=decay_ratio)
 
 
-def learning_rate_for(*, warmup: float, decay: float, peak: float, kind: str, min_ratio: float) -> float:
+def learning_rate_for(*, warmup: float, decay: float, peak: float, kind: str, min_ratio: float,
+                      decay_ratio: float = 0.2) -> float:
     """Learning rate at a point of the schedule: `warmup` is the fraction of warmup done (1 once it is over),
-    `decay` the fraction of the decay done (by steps, or by time under --max_time: train/cadence.py)."""
+    `decay` the fraction of the decay done (by steps, or by time under --max_time: train/cadence.py).
+    `warmup_stable_decay` holds the peak, then falls linearly to the floor over the last `decay_ratio` of the run."""
     if kind == "constant":
         return peak
     if warmup < 1.0:
@@ -52,6 +54,9 @@ def learning_rate_for(*, warmup: float, decay: float, peak: float, kind: str, mi
         return peak - (peak - floor) * progress
     if kind == "cosine":
         return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if kind == "warmup_stable_decay":
+        into_tail = (progress - (1.0 - decay_ratio)) / decay_ratio if decay_ratio > 0 else 0.0
+        return peak - (peak - floor) * min(1.0, max(0.0, into_tail))
     raise ValueError(f"unknown schedule {kind}")
 
 
