@@ -7,7 +7,7 @@ import torch
 
 from babyllama.config import ModelConfig
 from babyllama.model import Llama
-from babyllama.train.muon import MuonWithAdamW, is_hidden_matrix, parameter_split
+from babyllama.train.muon import Float32Muon, MuonWithAdamW, is_hidden_matrix, muon_class, parameter_split
 from conftest import TINY_MODEL, pretrain_tiny, resume_matches_whole
 
 
@@ -42,6 +42,30 @@ def test_each_optimizer_follows_the_schedule_at_its_own_peak():
         group["lr"] = 5e-4 * group["lr_scale"]
     assert optimizer.muon.param_groups[0]["lr"] == pytest.approx(1e-2)
     assert optimizer.adamw.param_groups[0]["lr"] == pytest.approx(5e-4)
+
+
+def test_the_fp32_muon_takes_torchs_steps():
+    """Float32Muon (CPUs that only emulate bf16) is torch.optim.Muon with the Newton-Schulz iteration in fp32: the
+    same state and the same steps up to bf16's rounding, and it loads torch's state (and back)."""
+    torch.manual_seed(0)
+    weights = [torch.randn(48, 24), torch.randn(24, 24), torch.randn(24, 48)]
+    grads = [[torch.randn_like(w) for w in weights] for _ in range(3)]
+    ours, torchs = [[torch.nn.Parameter(w.clone()) for w in weights] for _ in range(2)]
+    settings = dict(lr=0.02, weight_decay=0.1, momentum=0.95, nesterov=True, adjust_lr_fn="match_rms_adamw")
+    optimizers = Float32Muon(ours, **settings), torch.optim.Muon(torchs, **settings)
+    for step_grads in grads:
+        for params, optimizer in zip((ours, torchs), optimizers):
+            for param, grad in zip(params, step_grads):
+                param.grad = grad.clone()
+            optimizer.step()
+    for a, b, start in zip(ours, torchs, weights):
+        moved = (b - start).norm()
+        assert moved > 0.05 and (a - b).norm() < 0.02 * moved  # bf16 has 8 bits of mantissa
+    again = torch.optim.Muon([torch.nn.Parameter(w.clone()) for w in weights], **settings)
+    again.load_state_dict(optimizers[0].state_dict())
+    assert torch.equal(again.state_dict()["state"][0]["momentum_buffer"],
+                       optimizers[0].state_dict()["state"][0]["momentum_buffer"])
+    assert muon_class(torch.device("meta")) is Float32Muon
 
 
 def test_a_step_moves_every_parameter_and_the_state_round_trips():
