@@ -42,14 +42,22 @@ def simulate(monkeypatch, budget=100.0, step_seconds=0.05, eval_seconds=1.5, jit
 
 
 def test_learning_rate_decays_monotonically_with_the_clock(monkeypatch):
-    c, lrs, evals, saves, steps, elapsed = simulate(monkeypatch)
+    c, lrs, evals, saves, steps, elapsed = simulate(monkeypatch, eval_seconds=0.4)
     peak_at = lrs.index(max(lrs))
     assert c.warmup_steps == peak_at + 1 and 0 < peak_at < 0.05 * steps  # ~2% of the steps the budget holds
     after = lrs[peak_at:]
     assert all(b <= a + 1e-12 for a, b in zip(after, after[1:]))  # never back up
     assert after[-1] == pytest.approx(0.1, abs=0.01)  # the floor, reached as the budget ends
     assert 8 <= evals <= 10 and saves == evals  # about 10 evaluations, a checkpoint at each
-    assert 100.0 - 2 * 1.5 <= elapsed <= 100.0  # room kept for the final evaluation
+    assert 100.0 - 2 * 0.4 <= elapsed <= 100.0  # room kept for the final evaluation
+
+
+def test_costly_evaluations_are_spaced_to_a_small_share_of_the_budget(monkeypatch):
+    """1.5 s evaluations in a 100 s budget: the first at 10 s, then 20 x 1.5 = 30 s apart (40 s, 70 s), not every
+    10 s, so mid-run evaluations take at most about 5% of the budget (plus the first, before it is timed)."""
+    c, lrs, evals, saves, steps, elapsed = simulate(monkeypatch, eval_seconds=1.5)
+    assert evals == 3 and saves == evals and c.eval_interval == pytest.approx(30.0)
+    assert 100.0 - 2 * 1.5 <= elapsed <= 100.0
 
 
 def test_the_bar_counts_seconds_of_a_fixed_total():

@@ -19,6 +19,10 @@ from typing import Optional
 
 WARM_STEPS = 3  # the first steps compile and fill caches: their time says nothing about the step rate
 EVALS_PER_RUN = 10
+# Under --max_time, mid-run evaluations (with the checkpoint each one writes) may take at most this share of the
+# budget: once one is timed, they are spaced at least 1/EVAL_SHARE of its length apart. A 15m model on 2 CPU cores
+# spends about 12 s per evaluation of the validation split, so 10 of them would take a fifth of a 10-minute budget.
+EVAL_SHARE = 0.05
 PPB = 1_000_000_000  # progress travels between ranks as an integer in parts per billion
 
 
@@ -41,7 +45,8 @@ class Cadence:
         self.reserve = 0.0  # seconds the final evaluation and save will take (the last evaluation's)
         self.progress = min(1.0, elapsed / self.budget) if self.budget else 0.0
         self.warmup_end_progress: Optional[float] = None
-        self.next_eval_time = (self.budget / EVALS_PER_RUN) if self.budget and not eval_steps else None
+        self.eval_interval = (self.budget / EVALS_PER_RUN) if self.budget and not eval_steps else None
+        self.next_eval_time = self.eval_interval
         self.eval_due_by_time = False
         self._first_step, self._step_seconds = step, None
         self._last_start: Optional[float] = None
@@ -76,6 +81,10 @@ class Cadence:
         self._overhead += seconds
         if evaluation:
             self.reserve = seconds
+            if self.eval_interval is not None:  # the next evaluation too moves to the new spacing
+                interval = max(self.budget / EVALS_PER_RUN, seconds / EVAL_SHARE)
+                self.next_eval_time += interval - self.eval_interval
+                self.eval_interval = interval
 
     def share(self, step: int, elapsed: float) -> list[int]:
         """This process's view after `step` steps, as integers for the loop's agreement between ranks."""
@@ -99,7 +108,7 @@ class Cadence:
         if self._warmup_pending and shared[2] != self.warmup_steps:
             self.warmup_steps, self._warmup_pending = shared[2], False
         if self.eval_due_by_time:
-            self.next_eval_time += self.budget / EVALS_PER_RUN
+            self.next_eval_time += self.eval_interval
 
     # ------------------------------------------------------------------ decisions after a step
 
