@@ -77,3 +77,19 @@ def test_existing_run_folder_is_not_overwritten(tiny_run):
         pretrain({"data": json.loads(before)["data"]["folder"], "output_dir": str(tiny_run.parent),
                   "run_name": tiny_run.name, "max_steps": 1}, {}, log=lambda _: None)
     assert (tiny_run / "manifest.json").read_text() == before
+
+
+def test_the_recipe_chooses_the_optimizer_unless_one_is_given(prepared_512, tmp_path):
+    """15m on CPU trains with Muon (it won at equal wall clock, bench/results/quality-15m-600s-optim-*.json); an
+    explicit --optim, or --fsdp (which Muon cannot run under), keeps the user's choice or AdamW."""
+    from babyllama.train.plan import plan_new
+
+    def planned(**given):
+        values = {"data": str(prepared_512), "preset": "15m", "device": "cpu", "output_dir": str(tmp_path), **given}
+        return plan_new(values, {}).train
+
+    chosen = planned()
+    assert chosen.optim == "muon" and chosen.muon_learning_rate > 0
+    assert planned(optim="adamw").optim == "adamw"
+    assert planned(fsdp=True).optim == "adamw"
+    assert planned(preset="260k").optim == "adamw"

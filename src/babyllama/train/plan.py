@@ -125,7 +125,10 @@ def plan_new(train_values: dict[str, Any], model_values: dict[str, Any]) -> Plan
         raise BabyLlamaError("--data is required: a folder made by `babyllama prepare` (e.g. --data data/ts-512)")
     device = resolve_device(cfg.device)
     for key, value in recipe_for(cfg.preset, device.type).items():
-        if getattr(cfg, key) is None:
+        if key == "optim":  # not None by default (adamw): the recipe's optimizer unless --optim was given
+            if "optim" not in train_values and not cfg.fsdp:  # FSDP shards the matrices Muon needs whole
+                cfg.optim = value
+        elif getattr(cfg, key) is None:
             setattr(cfg, key, value)
     if cfg.warmup_ratio is None:
         cfg.warmup_ratio = 0.0

@@ -1,6 +1,7 @@
 """Default training recipes per preset and device: the best settings measured, not copies of old defaults.
 
-A recipe fills only the options the user left unset (None). The numbers behind each choice are in
+A recipe fills only the options the user left unset (None), and chooses the optimizer unless --optim is given
+(and not under --fsdp, which Muon does not support). The numbers behind each choice are in
 bench/results/ and the README. Recipes are kept per device family (train/device.py: device_family): cpu, mps, and
 CUDA cards by what they compute natively: cuda-bf16 (8.0+, A100/H100/H200, measured on an H200), cuda-fp16 (7.x: T4,
 V100; 15-16 GB on Colab's T4, so the batch is halved) and cuda-fp32 (older cards: no Triton, so no torch.compile).
@@ -21,8 +22,11 @@ RECIPES: dict[tuple[str, str], dict[str, Any]] = {
     # want many small, bold steps; 128 tokens of context cost half the (head_dim 8) attention time of 256.
     ("260k", "cpu"): dict(per_device_train_batch_size=16, seq_len=128, learning_rate=1.6e-2, warmup_ratio=0.02,
                           torch_compile=False),
+    # --optim muon, 600 s, vocab 4096 (bench/results/quality-15m-600s-optim-*.json): AdamW 1.4384 bits/byte
+    # (221 steps), Muon at 2e-3 1.3186 (159 steps), at 4e-3 1.2572 (170 steps; the best of the sweep, at its edge).
+    # A Muon step costs 1.3-1.4x an AdamW step here (fp32 Newton-Schulz).
     ("15m", "cpu"): dict(per_device_train_batch_size=16, seq_len=256, learning_rate=2e-3, warmup_ratio=0.02,
-                         torch_compile=False),
+                         torch_compile=False, optim="muon", muon_learning_rate=4e-3),
     ("42m", "cpu"): dict(per_device_train_batch_size=8, seq_len=256, learning_rate=1e-3, warmup_ratio=0.02,
                          torch_compile=False),
     ("110m", "cpu"): dict(per_device_train_batch_size=4, seq_len=256, learning_rate=6e-4, warmup_ratio=0.02,
