@@ -156,7 +156,7 @@ class TrainConfig:
                                                        "(default: recipe, off unless memory is short)", resumable=True)
     logging_steps: int = opt(10, "log every N optimizer steps", resumable=True)
     eval_steps: Optional[int] = opt(None, "evaluate every N steps (default: about 10 evaluations per run; under "
-                                          "--max_time at most ~5% of the budget)", resumable=True)
+                                          "--max_time they take at most a twentieth of the budget)", resumable=True)
     save_steps: Optional[int] = opt(None, "checkpoint every N steps (default: at every evaluation)", resumable=True)
     save_total_limit: Optional[int] = opt(2, "keep at most this many checkpoints (none keeps all)", resumable=True)
     eval_max_tokens: Optional[int] = opt(None, "cap on validation tokens per evaluation (default: the whole split)", resumable=True)
