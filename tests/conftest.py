@@ -43,6 +43,15 @@ def prepared_512(tinystories, tmp_path_factory) -> Path:
     return out
 
 
+def optimizer_state_tensors(state: dict) -> list:
+    """Every floating-point tensor of a saved optimizer state: AdamW's, or Muon's pair {'adamw': ..., 'muon': ...}."""
+    import torch
+
+    parts = [state] if "state" in state else [state[name] for name in ("adamw", "muon") if name in state]
+    return [v for part in parts for entry in part["state"].values() for v in entry.values()
+            if torch.is_tensor(v) and v.is_floating_point()]
+
+
 def pretrain_tiny(data: Path, output_dir: Path, run_name: str, **overrides) -> Path:
     """Train the tiny model; overrides may hold training or model fields."""
     from babyllama.config import ModelConfig, field_names

@@ -93,3 +93,19 @@ def test_resuming_continues_the_decay(monkeypatch):
     again.load_state_dict(saved, 100)
     warmup, decay = again.position(100)
     assert warmup == 1.0 and 0.4 < decay < 0.6  # halfway through the budget: halfway through the decay
+
+
+def test_a_time_budget_overrun_by_a_slow_step_ends_the_run_normally(prepared_512, tmp_path):
+    """A step (or evaluation) that carries the clock past the budget must not break the progress bar: tqdm drops a
+    total that its count passes, and the seconds bar's '{total:.0f}' then failed with a TypeError."""
+    import json
+
+    from babyllama.train import faults
+    from conftest import pretrain_tiny
+
+    faults.arm("train.step", "sleep", nth=2, seconds=3.0)  # the 2nd step ends well past the 2 s budget
+    try:
+        run = pretrain_tiny(prepared_512, tmp_path, "overrun", max_steps=-1, max_time=2.0, disable_tqdm=False)
+    finally:
+        faults.disarm()
+    assert json.loads((run / "manifest.json").read_text())["status"] == "completed"

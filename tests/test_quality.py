@@ -151,6 +151,23 @@ def test_several_word_sets_heldout_by_story_and_pretraining_text(tinystories, tm
     assert cli("prepare-sft", "--from_stories", tinystories / "valid.txt", "--out", out, "--sets_per_story", "0") == 1
 
 
+def test_more_words_per_training_example_but_heldout_prompts_keep_num_words(tinystories, tmp_path):
+    from babyllama.evals.words import score
+
+    out = tmp_path / "more.jsonl"
+    assert cli("prepare-sft", "--from_stories", tinystories / "valid.txt", "--out", out, "--max_examples", "40",
+               "--num_words", "3", "--num_words_max", "6", "--heldout", "8") == 0
+    train, held = read_jsonl(out), read_jsonl(tmp_path / "more.heldout.jsonl")
+    counts = {len(row["words"]) for row in train}
+    assert counts <= {3, 4, 5, 6} and len(counts) > 1  # a spread of word counts...
+    for row in train:  # ...each listed in the instruction and used by the story
+        assert score(row["words"], row["output"]) == 1.0
+        assert row["instruction"].endswith(", ".join(row["words"]) + ".") or row["sentence"]
+    assert held and all(len(row["words"]) == 3 and ", ".join(row["words"]) in row["instruction"] for row in held)
+    assert cli("prepare-sft", "--from_stories", tinystories / "valid.txt", "--out", out, "--num_words", "4",
+               "--num_words_max", "3") == 1
+
+
 # --------------------------------------------------------------------------- preference pairs and GRPO
 
 

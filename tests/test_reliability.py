@@ -14,7 +14,7 @@ import torch
 from babyllama.errors import BabyLlamaError
 from babyllama.model import Llama
 from babyllama.train import checkpoint as ckpt
-from conftest import pretrain_tiny
+from conftest import optimizer_state_tensors, pretrain_tiny
 
 FAST = dict(per_device_train_batch_size=4, seq_len=32, eval_steps=1000, num_samples=0, logging_steps=1)
 
@@ -24,8 +24,7 @@ def _all_finite(folder: Path) -> bool:
 
     model = load_model(folder, need_tokenizer=False)[0]
     _, optimizer, _ = ckpt.load_training_state(folder)
-    tensors = list(model.parameters()) + [v for s in optimizer["state"].values() for v in s.values()
-                                          if torch.is_tensor(v) and v.is_floating_point()]
+    tensors = list(model.parameters()) + optimizer_state_tensors(optimizer)
     return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 

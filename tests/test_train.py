@@ -80,8 +80,9 @@ def test_existing_run_folder_is_not_overwritten(tiny_run):
 
 
 def test_the_recipe_chooses_the_optimizer_unless_one_is_given(prepared_512, tmp_path):
-    """15m on CPU trains with Muon (it won at equal wall clock, bench/results/quality-15m-600s-optim-*.json); an
-    explicit --optim, or --fsdp (which Muon cannot run under), keeps the user's choice or AdamW."""
+    """260k and 15m on CPU train with Muon (it won at equal wall clock, bench/results/quality-*-600s-*.json); an
+    explicit --optim, or --fsdp (which Muon cannot run under), keeps the user's choice or AdamW; presets not
+    measured with Muon (42m) keep AdamW."""
     from babyllama.train.plan import plan_new
 
     def planned(**given):
@@ -92,4 +93,5 @@ def test_the_recipe_chooses_the_optimizer_unless_one_is_given(prepared_512, tmp_
     assert chosen.optim == "muon" and chosen.muon_learning_rate > 0
     assert planned(optim="adamw").optim == "adamw"
     assert planned(fsdp=True).optim == "adamw"
-    assert planned(preset="260k").optim == "adamw"
+    assert planned(preset="260k").optim == "muon"
+    assert planned(preset="42m").optim == "adamw"

@@ -10,6 +10,9 @@ def add_arguments(parser):
     parser.add_argument("--heldout", type=int, default=0,
                         help="hold out this many stories (one prompt each) in OUT's name + .heldout.jsonl, for eval")
     parser.add_argument("--num_words", type=int, default=3, help="words the instruction asks for")
+    parser.add_argument("--num_words_max", type=int, default=None,
+                        help="ask each training example for between --num_words and this many words (held-out "
+                             "prompts keep --num_words)")
     parser.add_argument("--sets_per_story", type=int, default=1,
                         help="examples per training story, each asking for a different set of words")
     parser.add_argument("--sentence_prob", type=float, default=0.3,
@@ -65,7 +68,7 @@ def run(args) -> int:
 
     from babyllama.data.sources import read_documents
     from babyllama.errors import BabyLlamaError
-    from babyllama.tune.stories import fits, story_example_sets
+    from babyllama.tune.stories import fits, story_example_sets, with_words
 
     from babyllama.pathchecks import check_model_path, check_writable_file, write_text_atomic
 
@@ -91,7 +94,7 @@ def run(args) -> int:
     if args.max_examples:
         stories = itertools.islice(stories, args.max_examples)
     per_story = story_example_sets(stories, args.num_words, args.sentence_prob, args.seed, args.max_words,
-                                   args.sets_per_story)
+                                   args.sets_per_story, args.num_words_max)
     dropped = 0
     if args.model:
         from babyllama.tune.hfmodel import load_tokenizer, resolve
@@ -110,7 +113,7 @@ def run(args) -> int:
                              f"train on")
     # Split by story, so no held-out story is trained on under another word set.
     random.Random(args.seed).shuffle(per_story)
-    held = [sets[0] for sets in per_story[:args.heldout]]
+    held = [with_words(sets[0], sets[0]["words"][:args.num_words]) for sets in per_story[:args.heldout]]
     train = [e for sets in per_story[args.heldout:] for e in sets]
     random.Random(args.seed + 1).shuffle(train)
     out = Path(args.out)

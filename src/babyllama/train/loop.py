@@ -233,7 +233,8 @@ def train(t: Training, stop: StopRequest) -> str:
             stopping, shared = dist.agree(stop.requested is not None, *cadence.share(state.step, state.elapsed()),
                                           device=t.plan.device)
             cadence.adopt(shared)
-            bar.update(1 if unit == "step" else state.elapsed() - bar.n)
+            # tqdm drops a total that n passes (then its '{total:.0f}' fails): a time bar stops at its budget
+            bar.update(1 if unit == "step" else max(0.0, min(state.elapsed(), total) - bar.n))
             step = state.step
             log_now, eval_now = cadence.should_log(step), cadence.should_eval(step)
             save_now = cadence.should_save(step, evaluated=eval_now)

@@ -55,12 +55,23 @@ def instruction_for(words: list[str], sentence: Optional[str]) -> str:
     return text
 
 
+def with_words(example: dict, words: list[str]) -> dict:
+    """The example asking for these words instead (its sentence request kept)."""
+    return {**example, "instruction": instruction_for(words, example.get("sentence")), "words": list(words)}
+
+
 def story_example_sets(stories: Iterable[str], num_words: int = 3, sentence_prob: float = 0.3, seed: int = 0,
-                       max_words: Optional[int] = None, sets_per_story: int = 1) -> list[list[dict]]:
+                       max_words: Optional[int] = None, sets_per_story: int = 1,
+                       num_words_max: Optional[int] = None) -> list[list[dict]]:
     """Per usable story, up to `sets_per_story` examples asking for different word sets (each may also ask for a
-    sentence of the story): [{'instruction', 'input', 'output', 'words', 'sentence'}, ...]."""
+    sentence of the story): [{'instruction', 'input', 'output', 'words', 'sentence'}, ...]. With `num_words_max`,
+    each example asks for between num_words and num_words_max words (more words: more places in each story where
+    the model learns to copy a word from its instruction)."""
+    num_words_max = num_words if num_words_max is None else num_words_max
     if num_words <= 0:
         raise BabyLlamaError("--num_words must be positive")
+    if num_words_max < num_words:
+        raise BabyLlamaError(f"--num_words_max ({num_words_max}) must be at least --num_words ({num_words})")
     if sets_per_story <= 0:
         raise BabyLlamaError("--sets_per_story must be positive")
     if not 0 <= sentence_prob <= 1:
@@ -76,7 +87,8 @@ def story_example_sets(stories: Iterable[str], num_words: int = 3, sentence_prob
             continue
         examples, seen = [], set()
         for _ in range(sets_per_story * 3):  # a few tries: short stories have few distinct sets
-            words = rng.sample(candidates, num_words)
+            count = num_words if num_words_max == num_words else rng.randint(num_words, num_words_max)
+            words = rng.sample(candidates, min(count, len(candidates)))
             if frozenset(words) in seen:
                 continue
             seen.add(frozenset(words))
