@@ -87,6 +87,7 @@ def story_example_sets(stories: Iterable[str], num_words: int = 3, sentence_prob
             continue
         examples, seen = [], set()
         for _ in range(sets_per_story * 3):  # a few tries: short stories have few distinct sets
+            # no extra draw without a range: the same seed still makes the same examples as before
             count = num_words if num_words_max == num_words else rng.randint(num_words, num_words_max)
             words = rng.sample(candidates, min(count, len(candidates)))
             if frozenset(words) in seen:
