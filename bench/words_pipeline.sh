@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The story-instruction pipeline of issue 16, base -> SFT -> DPO -> GRPO, each stage timed by --max_time, and the
 # table the README reports: share of requested words used, share of stories with every word (100 prompts built
-# from valid.txt, which no stage trains on) and bits/byte on the validation stories, per stage.
+# from valid.txt, which no stage trains on), the instruction gain (how many nats a prompt's own instruction adds to
+# its words, teacher-forced: evals/instruction_gain.py) and bits/byte on the validation stories, per stage.
 #   bash bench/words_pipeline.sh                         (15m, 20 min pretraining + 9 SFT + DPO + 8 GRPO: 45 min)
 #   BASE=runs/my-15m bash bench/words_pipeline.sh        (skip pretraining: start from this run)
 #   MIX=1 ...      pretrain on train.txt plus the instruction-format text of prepare-sft --text_out
@@ -76,11 +77,14 @@ $PY - "$OUT" <<'PY'
 import json, sys
 from pathlib import Path
 out = Path(sys.argv[1])
-lines = ["| stage | requested words used | stories with every word | bits/byte (valid.txt) |", "|---|---|---|---|"]
+lines = ["| stage | requested words used | stories with every word | instruction gain (nats) | bits/byte (valid.txt) |",
+         "|---|---|---|---|---|"]
 for stage in ("base", "sft", "dpo", "grpo"):
     words = json.loads((out / f"words-{stage}.json").read_text())["model"]
     bpb = json.loads((out / f"bpb-{stage}.json").read_text())["bpb"]
-    lines.append(f"| {stage} | {words['word_share']:.1%} | {words['all_words']:.1%} | {bpb:.3f} |")
+    gain = words.get("instruction_gain")
+    gain = f"{gain['gain_nats']:+.2f}" if gain else "n/a"
+    lines.append(f"| {stage} | {words['word_share']:.1%} | {words['all_words']:.1%} | {gain} | {bpb:.3f} |")
 seconds_file = out / "stage-seconds.txt"
 if seconds_file.is_file():  # wall-clock of each stage, its data, sampling and model loading included
     seconds = dict((name, int(value)) for name, value in (line.split() for line in seconds_file.read_text().splitlines()))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from babyllama.errors import BabyLlamaError
 
@@ -239,3 +240,55 @@ def test_grpo_words_reward_runs_and_records(tiny_run, words_prompts, tmp_path, c
     assert cli(*grpo, "--run_name", "grpo-resumed", "--max_steps", "3", "--resume_from_checkpoint", checkpoint) == 0
     resumed = [json.loads(line) for line in (tmp_path / "grpo-resumed" / "metrics.jsonl").read_text().splitlines()]
     assert {entry["step"] for entry in resumed if "loss" in entry} == {3}
+
+
+class _PromptAware(torch.nn.Module):
+    """A stand-in model: logits favour the tokens of the user turn (copying=True), or only the previous token."""
+
+    def __init__(self, vocab: int, user_id: int, end_id: int, context: int, copying: bool):
+        super().__init__()
+        self.vocab, self.user_id, self.end_id, self.copying = vocab, user_id, end_id, copying
+        self.config = type("Config", (), {"max_seq_len": context})()
+
+    def forward(self, ids):
+        logits = torch.nn.functional.one_hot(torch.roll(ids, 1, dims=1), self.vocab).float()
+        if self.copying:
+            row = ids[0].tolist()
+            turn = row[row.index(self.user_id) + 1:row.index(self.end_id)]
+            logits[:, :, turn] += 5.0
+        return logits
+
+
+def test_instruction_gain_tells_a_copying_model_from_a_deaf_one(tiny_run, tinystories, tmp_path):
+    """Several nats for a model that lifts the words of its instruction, exactly zero for one that cannot see it."""
+    from babyllama.evals.instruction_gain import first_word_token, instruction_gain
+    from babyllama.evals.words import read_prompts, word_used
+    from babyllama.infer.chat import ChatSession
+
+    session = ChatSession(tiny_run)
+    tokenizer = session.hf_tokenizer
+    story = "Tom jumped. The cats ran."
+    offsets = tokenizer(story, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    jump_token = first_word_token(story, "jump", offsets)
+    assert offsets[jump_token][0] <= story.index("jumped") < offsets[jump_token][1]
+    assert first_word_token(story, "dog", offsets) is None
+
+    made = tmp_path / "prompts.jsonl"
+    assert cli("prepare-sft", "--from_stories", tinystories / "valid.txt", "--out", made, "--max_examples", "100",
+               "--sentence_prob", "0") == 0
+    prompts = []  # each story's first 150 characters, and the words used there: inside the tiny 128-token context
+    for prompt in read_prompts(made):
+        opening = prompt["output"][:150]
+        words = [w for w in prompt["words"] if word_used(w, opening)]
+        if words:
+            prompts.append({**prompt, "output": opening, "words": words})
+    ids = dict(vocab=len(tokenizer), user_id=tokenizer.convert_tokens_to_ids("<|user|>"), end_id=session.end_id,
+               context=session.model.config.max_seq_len)
+    session.model = _PromptAware(copying=False, **ids)
+    deaf = instruction_gain(session, prompts)
+    session.model = _PromptAware(copying=True, **ids)
+    copying = instruction_gain(session, prompts)
+    assert deaf["words"] == copying["words"] > 20
+    assert deaf["gain_nats"] == 0.0 and deaf["top1_right"] == deaf["top1_other"]
+    assert copying["gain_nats"] > 3.0 and copying["top1_right"] > copying["top1_other"]
+    assert instruction_gain(session, [{k: v for k, v in p.items() if k != "output"} for p in prompts]) is None

@@ -298,6 +298,7 @@ def test_prepare_sft_and_words_eval(tiny_run, tinystories, tmp_path, capsys):
     assert "requested words used" in capsys.readouterr().out
     results = json.loads((tmp_path / "words.json").read_text())
     assert results["base"]["word_share"] == results["model"]["word_share"]  # same model, greedy: same stories
+    assert results["model"]["instruction_gain"]["words"] > 0  # held-out prompts carry their stories
 
 
 def test_max_time_stop_is_the_main_process_decision():

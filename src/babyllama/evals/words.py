@@ -40,9 +40,14 @@ def read_prompts(path: str | Path, limit: Optional[int] = None) -> list[dict]:
     return prompts
 
 
+def find_word(word: str, text: str) -> Optional[re.Match]:
+    """The first use of `word` in `text`: a whole word, any case, or its plain inflection."""
+    # IGNORECASE rather than lower(): the match's offsets must index `text` itself
+    return re.search(rf"\b{re.escape(word)}(s|es|d|ed|ing)?\b", text, re.IGNORECASE)
+
+
 def word_used(word: str, text: str) -> bool:
-    stem = re.escape(word.lower())
-    return re.search(rf"\b{stem}(s|es|d|ed|ing)?\b", text.lower()) is not None
+    return find_word(word, text) is not None
 
 
 def score(words: list[str], story: str) -> float:
@@ -73,16 +78,22 @@ def generate_stories(model_path, prompts: list[dict], max_new_tokens: int, tempe
 def evaluate_words(models: dict[str, str], prompts: list[dict], max_new_tokens: int = 256, temperature: float = 0.0,
                    seed: int = 0, batch_size: int = 16, device="cpu",
                    log: Callable[[str], None] = print) -> dict:
-    """{label: {'word_share', 'all_words', 'prompts', 'samples'}} for each model, on the same prompts."""
+    """{label: {'word_share', 'all_words', 'instruction_gain', 'prompts', 'samples'}} for each model, on the same
+    prompts (instruction_gain: see evals/instruction_gain.py; None when the prompts carry no reference stories)."""
+    from babyllama.evals.instruction_gain import instruction_gain
+    from babyllama.infer.chat import ChatSession
+
     results = {}
     for label, path in models.items():
         log(f"{label}: generating {len(prompts)} stories with {path}")
-        stories = generate_stories(path, prompts, max_new_tokens, temperature, seed, batch_size, device)
+        session = ChatSession(path, device)
+        stories = generate_stories(session, prompts, max_new_tokens, temperature, seed, batch_size, device)
         shares = [score(p["words"], s) for p, s in zip(prompts, stories)]
         results[label] = {
             "model": str(path), "prompts": len(prompts),
             "word_share": sum(shares) / len(shares),
             "all_words": sum(s == 1.0 for s in shares) / len(shares),
+            "instruction_gain": instruction_gain(session, prompts, device),
             "samples": [{"instruction": p["instruction"], "words": p["words"], "story": s, "share": sh}
                         for p, s, sh in zip(prompts[:5], stories[:5], shares[:5])],
         }
@@ -90,7 +101,11 @@ def evaluate_words(models: dict[str, str], prompts: list[dict], max_new_tokens: 
 
 
 def table(results: dict) -> str:
-    lines = ["| model | prompts | requested words used | prompts with every word |", "|---|---|---|---|"]
+    lines = ["| model | prompts | requested words used | prompts with every word | instruction gain (nats) |",
+             "|---|---|---|---|---|"]
     for label, r in results.items():
-        lines.append(f"| {label} ({r['model']}) | {r['prompts']} | {r['word_share']:.1%} | {r['all_words']:.1%} |")
+        gain = r.get("instruction_gain")
+        gain_text = f"{gain['gain_nats']:+.2f}" if gain else "n/a (prompts without stories)"
+        lines.append(f"| {label} ({r['model']}) | {r['prompts']} | {r['word_share']:.1%} | {r['all_words']:.1%} "
+                     f"| {gain_text} |")
     return "\n".join(lines)
