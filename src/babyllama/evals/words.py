@@ -3,7 +3,8 @@
 Prompts come from `babyllama prepare-sft` (their `words` field). Each model writes one story per prompt through
 its chat template; the score is the share of requested words that appear in the story (whole words, any case,
 with a plain inflection: jump -> jumps / jumped / jumping), averaged over prompts, plus the share of prompts with
-every word used. Greedy decoding by default, so the numbers repeat.
+every word used. Greedy decoding by default, so the numbers repeat. Beside them, the instruction gain
+(evals/instruction_gain.py): whether the instruction moves the model's probabilities at all.
 """
 
 from __future__ import annotations
