@@ -126,7 +126,7 @@ def test_readme_prepare_sft_then_sft(run_256, tinystories, tmp_path, capsys):
 
 def test_several_word_sets_heldout_by_story_and_pretraining_text(tinystories, tmp_path):
     from babyllama.data.sources import read_documents
-    from babyllama.evals.words import score
+    from babyllama.evals.word_match import score
 
     out, text = tmp_path / "sets.jsonl", tmp_path / "instruct.txt"
     assert cli("prepare-sft", "--from_stories", tinystories / "valid.txt", "--out", out, "--max_examples", "30",
@@ -153,7 +153,7 @@ def test_several_word_sets_heldout_by_story_and_pretraining_text(tinystories, tm
 
 
 def test_more_words_per_training_example_but_heldout_prompts_keep_num_words(tinystories, tmp_path):
-    from babyllama.evals.words import score
+    from babyllama.evals.word_match import score
 
     out = tmp_path / "more.jsonl"
     assert cli("prepare-sft", "--from_stories", tinystories / "valid.txt", "--out", out, "--max_examples", "40",
@@ -202,7 +202,7 @@ def test_prepare_dpo_from_words_then_dpo(tiny_run, words_prompts, tmp_path, caps
                "--reference_chosen", "--device", "cpu") == 0
     assert "pairs from 16 prompts" in capsys.readouterr().out
     pairs = read_jsonl(pairs_path)
-    from babyllama.evals.words import score
+    from babyllama.evals.word_match import score
 
     assert len(pairs) >= 4  # a tiny model misses words often; the source story is the chosen one then
     for pair in pairs:
@@ -262,7 +262,8 @@ class _PromptAware(torch.nn.Module):
 def test_instruction_gain_tells_a_copying_model_from_a_deaf_one(tiny_run, tinystories, tmp_path):
     """Several nats for a model that lifts the words of its instruction, exactly zero for one that cannot see it."""
     from babyllama.evals.instruction_gain import first_word_token, instruction_gain
-    from babyllama.evals.words import read_prompts, word_used
+    from babyllama.evals.word_match import word_used
+    from babyllama.evals.words import read_prompts
     from babyllama.infer.chat import ChatSession
 
     session = ChatSession(tiny_run)

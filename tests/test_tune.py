@@ -277,7 +277,7 @@ def test_dpo_reports_heldout_preference(tiny_run, data_dir, tmp_path):
 
 
 def test_prepare_sft_and_words_eval(tiny_run, tinystories, tmp_path, capsys):
-    from babyllama.evals.words import score, word_used
+    from babyllama.evals.word_match import score, word_used
 
     assert word_used("jump", "Tom jumped high.") and not word_used("jump", "a jumper")
     assert score(["cat", "dog"], "The cats sat.") == 0.5

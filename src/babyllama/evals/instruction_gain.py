@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from babyllama.evals.words import find_word
+from babyllama.evals.word_match import find_word
 
 
 def first_word_token(story: str, word: str, offsets: list[tuple[int, int]]) -> Optional[int]:

@@ -1,8 +1,8 @@
 """The `words` task: does the model write a story that uses the words it was asked for?
 
 Prompts come from `babyllama prepare-sft` (their `words` field). Each model writes one story per prompt through
-its chat template; the score is the share of requested words that appear in the story (whole words, any case,
-with a plain inflection: jump -> jumps / jumped / jumping), averaged over prompts, plus the share of prompts with
+its chat template; the score is the share of requested words that appear in the story (evals/word_match.py: whole
+words, any case, with a plain inflection), averaged over prompts, plus the share of prompts with
 every word used. Greedy decoding by default, so the numbers repeat. Beside them, the instruction gain
 (evals/instruction_gain.py): whether the instruction moves the model's probabilities at all.
 """
@@ -10,11 +10,11 @@ every word used. Greedy decoding by default, so the numbers repeat. Beside them,
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Callable, Optional
 
 from babyllama.errors import BabyLlamaError
+from babyllama.evals.word_match import score
 
 
 def read_prompts(path: str | Path, limit: Optional[int] = None) -> list[dict]:
@@ -39,20 +39,6 @@ def read_prompts(path: str | Path, limit: Optional[int] = None) -> list[dict]:
     if not prompts:
         raise BabyLlamaError(f"--prompts {path}: no prompts")
     return prompts
-
-
-def find_word(word: str, text: str) -> Optional[re.Match]:
-    """The first use of `word` in `text`: a whole word, any case, or its plain inflection."""
-    # IGNORECASE rather than lower(): the match's offsets must index `text` itself
-    return re.search(rf"\b{re.escape(word)}(s|es|d|ed|ing)?\b", text, re.IGNORECASE)
-
-
-def word_used(word: str, text: str) -> bool:
-    return find_word(word, text) is not None
-
-
-def score(words: list[str], story: str) -> float:
-    return sum(word_used(w, story) for w in words) / len(words) if words else 0.0
 
 
 def generate_stories(model_path, prompts: list[dict], max_new_tokens: int, temperature: float, seed: int,

@@ -1,7 +1,7 @@
 """Reinforcement learning with a verifiable reward: TRL's GRPOTrainer, rewarded by the words metric.
 
 The data are words prompts (from `babyllama prepare-sft`: 'instruction' and 'words'). For each prompt the policy
-writes `num_generations` stories; each story's reward is the share of requested words it uses (evals/words.py, the
+writes `num_generations` stories; each story's reward is the share of requested words it uses (evals/word_match.py, the
 same score `eval --task words` reports), and GRPO pushes up the stories that beat their group's mean. Generation
 stops at the end-of-turn token, as in chat. Run records, --max_time, LoRA and resume are the ones of sft and dpo.
 """
@@ -17,7 +17,7 @@ from babyllama.errors import BabyLlamaError
 
 def words_reward(completions, words, **kwargs) -> list[float]:
     """Share of the requested words each completion uses (GRPOTrainer passes the dataset's 'words' column)."""
-    from babyllama.evals.words import score
+    from babyllama.evals.word_match import score
 
     texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
     return [score(list(w), text) for text, w in zip(texts, words)]

@@ -16,7 +16,7 @@ from babyllama.errors import BabyLlamaError
 def pick_pair(prompt: dict, stories: list[str], min_chosen_share: float = 1.0,
               reference_chosen: bool = False) -> Optional[dict]:
     """One pair for a prompt from its sampled stories, or None when no pair says anything."""
-    from babyllama.evals.words import score
+    from babyllama.evals.word_match import score
 
     scored = [(score(prompt["words"], s), s) for s in stories if s.strip()]
     if not scored:
@@ -62,7 +62,7 @@ def word_pairs(model_path: str, prompts: list[dict], samples_per_prompt: int = 4
         pair = pick_pair(prompt, stories, min_chosen_share, reference_chosen)
         if pair:
             pairs.append(pair)
-    from babyllama.evals.words import score
+    from babyllama.evals.word_match import score
 
     shares = [score(p["words"], s) for p, stories in zip(prompts, samples) for s in stories]
     stats = {"prompts": len(prompts), "pairs": len(pairs), "samples": len(shares),
