@@ -49,7 +49,8 @@ def instruction_gain(session, prompts: list[dict], device="cpu") -> Optional[dic
         encoded = tokenizer(prompt["output"], add_special_tokens=False, return_offsets_mapping=True)
         story_ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
         # Words the other instruction also asks for would credit it too: they say nothing about this one.
-        words = [w for w in prompt["words"] if w.lower() not in {o.lower() for o in other["words"]}]
+        also_asked = {word.lower() for word in other["words"]}
+        words = [w for w in prompt["words"] if w.lower() not in also_asked]
         positions = {w: first_word_token(prompt["output"], w, offsets) for w in words}
         positions = {w: k for w, k in positions.items() if k is not None}
         if not positions:
