@@ -12,7 +12,7 @@ writes a JSON record (machine, versions, settings, results) under bench/results/
 A runner is KIND[:key=value,...]: KIND is ours, hf (LlamaForCausalLM in a plain loop) or trainer
 (transformers.Trainer); keys: loss=auto|standard|chunked|liger|cce|fused (ours), compile=none|default|
 reduce-overhead|max-autotune-no-cudagraphs (reduce-overhead = CUDA graphs), gc=on|off (gradient checkpointing, every
-kind), name=LABEL. On CPU the timed steps of the plain-loop runners are interleaved in
+kind), optim=adamw|muon (the plain-loop runners; default fused AdamW), name=LABEL. On CPU the timed steps of the plain-loop runners are interleaved in
 rounds, so a busy shared machine slows them alike.
 """
 
@@ -71,12 +71,14 @@ def parse_spec(text: str) -> Spec:
     options = {}
     for item in filter(None, rest.split(",")):
         key, _, value = item.partition("=")
-        if key not in ("loss", "compile", "gc", "name"):
+        if key not in ("loss", "compile", "gc", "optim", "name"):
             raise SystemExit(f"unknown runner option '{key}' in '{text}'")
         if key == "compile" and value not in COMPILE_MODES:
             raise SystemExit(f"compile={value}: choose one of {', '.join(COMPILE_MODES)}")
         if key == "gc" and value not in ("on", "off"):
             raise SystemExit(f"gc={value}: use on or off")
+        if key == "optim" and value not in ("adamw", "muon"):
+            raise SystemExit(f"optim={value}: use adamw or muon")
         options[key] = value
     return Spec(kind, options)
 
@@ -187,7 +189,7 @@ class LoopRunner:
             self.forward = lambda x, y: compiled(input_ids=x, labels=x, shift_labels=y).loss
         self.model.train()
         self.optimizer = build_optimizer(self.model, learning_rate=3e-4, weight_decay=0.1, betas=(0.9, 0.95),
-                                         eps=1e-8, device=device)
+                                         eps=1e-8, device=device, optim=spec.options.get("optim", "adamw"))
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.loss_sum = torch.zeros((), device=device)
         self.losses: list[torch.Tensor] = []

@@ -7,7 +7,8 @@ import torch
 
 from babyllama.config import ModelConfig
 from babyllama.model import Llama
-from babyllama.train.muon import Float32Muon, MuonWithAdamW, is_hidden_matrix, muon_class, parameter_split
+from babyllama.train.muon import (Float32Muon, MuonWithAdamW, is_hidden_matrix, muon_class, orthogonalize,
+                                  parameter_split)
 from conftest import TINY_MODEL, pretrain_tiny, resume_matches_whole
 
 
@@ -94,3 +95,17 @@ def test_pretrain_with_muon_learns_and_resumes_bit_identically(prepared_512, tmp
     first, last = (float(r.split('"loss": ')[1].split(",")[0]) for r in (rows[0], rows[-1]))
     assert last < first
     assert resume_matches_whole(whole, 5, tmp_path)
+
+
+def test_a_stack_of_matrices_is_orthogonalised_each_on_its_own():
+    """Float32Muon runs same-shaped matrices through Newton-Schulz as one batch: each result must be the one the
+    matrix gets alone (wide and tall shapes)."""
+    torch.manual_seed(0)
+    settings = ((3.4445, -4.7750, 2.0315), 5, 1e-7)
+    for shape in ((3, 24, 48), (4, 48, 24)):
+        stack = torch.randn(shape)
+        batched = orthogonalize(stack, *settings)
+        for matrix, result in zip(stack, batched):
+            assert torch.allclose(result, orthogonalize(matrix, *settings), atol=1e-5)
+        singular = torch.linalg.svdvals(batched)
+        assert singular.min() > 0.5 and singular.max() < 1.3  # pushed towards 1
