@@ -34,6 +34,10 @@ def test_prepare_pretrain_sample_export(tinystories, tmp_path, capsys):
         "--no_stream")
     story = capsys.readouterr().out
     assert story.startswith("Once upon a time") and len(story) > len("Once upon a time") + 20
+    # Guidance against the prompt itself has nothing to amplify: the same greedy story.
+    cli("sample", "--model", run, "--prompt", "Once upon a time", "--max_new_tokens", 40, "--temperature", 0,
+        "--no_stream", "--guidance_scale", 3, "--negative_prompt", "Once upon a time")
+    assert capsys.readouterr().out == story
 
     cli("export", "--model", run, "--format", "hf", "--out", tmp_path / "exported")
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -9,6 +9,7 @@ Each case carries the class of failure it guards against (issue #15): "loss" (da
 from __future__ import annotations
 
 import errno
+import os
 import hashlib
 import json
 import shutil
@@ -18,6 +19,7 @@ from typing import Callable, Optional
 
 import pytest
 
+import babyllama
 from babyllama.cli import COMMANDS, main
 
 
@@ -410,7 +412,7 @@ def test_prepare_rebuilds_a_damaged_folder(sandbox, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flag,value", [("--temperature", "nan"), ("--temperature", "-0.5"), ("--max_new_tokens", "0"),
-                                        ("--seed", "-1")])
+                                        ("--seed", "-1"), ("--guidance_scale", "-1")])
 def test_sampling_rules_are_shared(flag, value, capsys):
     """sample, chat and eval define the sampling flags once: the same value gets the same answer from each."""
     messages = set()
@@ -431,17 +433,21 @@ def test_a_second_writer_on_a_training_run_is_refused(sandbox, tmp_path, monkeyp
 
     monkeypatch.chdir(sandbox)
     runs = tmp_path / "runs"
+    owner_log = tmp_path / "owner.log"
+    # The owner is killed below once both checks ran; --max_time only bounds it if the test dies first.
     owner = subprocess.Popen([sys.executable, "-m", "babyllama", "pretrain", "--data", "data", "--output_dir",
-                              str(runs), "--run_name", "busy", "--max_time", "60", "--disable_tqdm", "--preset",
+                              str(runs), "--run_name", "busy", "--max_time", "600", "--disable_tqdm", "--preset",
                               "260k", "--per_device_train_batch_size", "2", "--seq_len", "32", "--torch_compile",
-                              "false", "--bf16", "false"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              "false", "--bf16", "false"], stdout=owner_log.open("w"), stderr=subprocess.STDOUT,
+                             env={**os.environ, "PYTHONPATH": str(Path(babyllama.__file__).parents[1])})
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + 180  # a loaded machine starts Python and torch slowly
         while not (runs / "busy" / "metrics.jsonl").is_file() and time.time() < deadline:
             time.sleep(0.5)
         for argv in (["pretrain", "--data", "data", "--output_dir", str(runs), "--run_name", "busy",
                       "--overwrite_output_dir", "--max_steps", "1"],
                      ["pretrain", "--resume_from_checkpoint", str(runs / "busy"), "--max_steps", "1"]):
+            assert owner.poll() is None, f"the owning run stopped early:\n{owner_log.read_text()[-2000:]}"
             code, err = run_cli(argv, capsys)
             assert code != 0 and "Traceback" not in err
             assert str(owner.pid) in err  # the message names the process that owns the run

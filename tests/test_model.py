@@ -87,3 +87,25 @@ def test_context_overflow_is_an_error():
     model = Llama(ModelConfig(dim=32, n_layers=1, n_heads=2, vocab_size=40, max_seq_len=8))
     with pytest.raises(ValueError, match="context"):
         model(torch.zeros((1, 9), dtype=torch.long))
+
+
+def test_guidance_follows_the_scaled_difference_of_the_two_prompts():
+    torch.manual_seed(4)
+    model = Llama(ModelConfig(dim=64, n_layers=2, n_heads=4, vocab_size=100, max_seq_len=64)).eval()
+    prompts, twins, scale = [[1, 7, 8, 9, 10], [1, 20]], [[1, 3], [1, 5, 6, 7]], 3.0
+    guided = generate(model, prompts, 10, temperature=0, guidance_scale=scale, unconditional=twins)
+    for prompt, twin, out in zip(prompts, twins, guided):  # reference: full recomputation, one prompt at a time
+        ids, twin_ids = list(prompt), list(twin)
+        with torch.no_grad():
+            for _ in range(10):
+                conditional = model(torch.tensor([ids]))[0, -1].log_softmax(-1)
+                plain = model(torch.tensor([twin_ids]))[0, -1].log_softmax(-1)
+                token = int((plain + scale * (conditional - plain)).argmax())
+                ids.append(token)
+                twin_ids.append(token)
+        assert out == ids[len(prompt):]
+    # The twin equal to the prompt leaves nothing to amplify: plain decoding.
+    assert generate(model, prompts, 10, temperature=0, guidance_scale=scale, unconditional=prompts) == \
+        generate(model, prompts, 10, temperature=0)
+    with pytest.raises(ValueError, match="unconditional"):
+        generate(model, prompts, 10, guidance_scale=2.0)

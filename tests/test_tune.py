@@ -299,6 +299,13 @@ def test_prepare_sft_and_words_eval(tiny_run, tinystories, tmp_path, capsys):
     results = json.loads((tmp_path / "words.json").read_text())
     assert results["base"]["word_share"] == results["model"]["word_share"]  # same model, greedy: same stories
     assert results["model"]["instruction_gain"]["words"] > 0  # held-out prompts carry their stories
+    # Guidance at scale 0 decodes the negative prompt alone: every story becomes the first prompt's own story.
+    assert cli("eval", "--task", "words", "--model", tiny_run, "--prompts", tmp_path / "stories.heldout.jsonl",
+               "--max_new_tokens", "8", "--guidance_scale", "0", "--negative_prompt", held[0]["instruction"],
+               "--out", tmp_path / "guided.json") == 0
+    guided = json.loads((tmp_path / "guided.json").read_text())["model"]
+    assert guided["guidance_scale"] == 0
+    assert [s["story"] for s in guided["samples"]] == [results["model"]["samples"][0]["story"]] * len(held)
 
 
 def test_max_time_stop_is_the_main_process_decision():

@@ -24,7 +24,8 @@ def run(args) -> int:
     check_model_path(args.model)
     session = ChatSession(args.model, resolve_device(args.device), system=args.system)
     options = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                   top_p=args.top_p, seed=args.seed)
+                   top_p=args.top_p, seed=args.seed, guidance_scale=args.guidance_scale,
+                   negative_prompt=args.negative_prompt)
 
     def write(text):
         sys.stdout.write(text)

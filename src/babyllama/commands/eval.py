@@ -80,7 +80,7 @@ def run_words(args, device) -> dict:
         models["base"] = args.base
     models["model"] = args.model
     results = evaluate_words(models, prompts, args.max_new_tokens, args.temperature, args.seed, args.batch_size,
-                             device)
+                             device, guidance_scale=args.guidance_scale, negative_prompt=args.negative_prompt)
     print(table(results))
     return results
 

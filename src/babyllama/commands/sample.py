@@ -31,6 +31,7 @@ def run(args) -> int:
     model, tokenizer, _ = load_model(args.model, device)
     prompts = args.prompt or ["Once upon a time"]
     stream = not args.no_stream
+    twin = [tokenizer.bos_id] + tokenizer.encode(args.negative_prompt)  # guidance's unconditional prompt
     for p_index, prompt in enumerate(prompts):
         ids = [tokenizer.bos_id] + tokenizer.encode(prompt)
         if len(ids) >= model.config.max_seq_len:
@@ -41,7 +42,8 @@ def run(args) -> int:
             writer = TextStream(tokenizer.decode, lambda text: (sys.stdout.write(text), sys.stdout.flush()))
             out = generate(model, [ids], args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                            top_p=args.top_p, seed=seed, eos_id=tokenizer.eos_id,
-                           on_token=writer if stream else None, autocast=precision.autocast)[0]
+                           on_token=writer if stream else None, autocast=precision.autocast,
+                           guidance_scale=args.guidance_scale, unconditional=[twin])[0]
             if not stream:
                 sys.stdout.write(tokenizer.decode(out))
             sys.stdout.write("\n\n" if n + 1 < args.num_samples or p_index + 1 < len(prompts) else "\n")

@@ -21,6 +21,12 @@ def add_sampling_arguments(parser, *, temperature: float, max_new_tokens: int, s
                                               "(default: no cut)")
     group.add_argument("--seed", type=checks.flag_type(checks.seed, "seed", int), default=seed,
                        help=f"seed for reproducible output (default: {seed})")
+    group.add_argument("--guidance_scale", type=checks.flag_type(checks.non_negative, "guidance_scale", float),
+                       default=1.0, help="classifier-free guidance: above 1 amplifies what the prompt changes in the "
+                                         "model's predictions against --negative_prompt; costs a second forward "
+                                         "pass per token (default: 1, off)")
+    group.add_argument("--negative_prompt", default="",
+                       help="the prompt guidance moves away from (chat and words: the user turn; default: empty)")
 
 
 def positive_int_flag(name: str):

@@ -42,8 +42,9 @@ def read_prompts(path: str | Path, limit: Optional[int] = None) -> list[dict]:
 
 
 def generate_stories(model_path, prompts: list[dict], max_new_tokens: int, temperature: float, seed: int,
-                     batch_size: int, device="cpu") -> list[str]:
-    """One story per prompt; model_path may also be a loaded ChatSession (to sample it several times)."""
+                     batch_size: int, device="cpu", guidance_scale: float = 1.0, negative_prompt: str = "") -> list[str]:
+    """One story per prompt; model_path may also be a loaded ChatSession (to sample it several times).
+    guidance_scale != 1: classifier-free guidance against the chat turn `negative_prompt` (infer/generate.py)."""
     from babyllama.infer.chat import ChatSession
     from babyllama.infer.generate import generate
 
@@ -52,19 +53,21 @@ def generate_stories(model_path, prompts: list[dict], max_new_tokens: int, tempe
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start:start + batch_size]
         ids = [session.prompt_ids([{"role": "user", "content": p["instruction"]}]) for p in chunk]
+        twin = session.prompt_ids([{"role": "user", "content": negative_prompt}])
         longest = max(len(i) for i in ids)
         if longest >= session.model.config.max_seq_len:
             context = session.model.config.max_seq_len
             raise BabyLlamaError(f"a prompt is {longest} tokens; the model's context is {context}")
         outs = generate(session.model, ids, max_new_tokens, temperature=temperature, seed=seed + start,
-                        eos_id=session.hf_tokenizer.eos_token_id, stop_ids=(session.end_id,))
+                        eos_id=session.hf_tokenizer.eos_token_id, stop_ids=(session.end_id,),
+                        guidance_scale=guidance_scale, unconditional=[twin] * len(ids))
         stories += [session.hf_tokenizer.decode(o, skip_special_tokens=True) for o in outs]
     return stories
 
 
 def evaluate_words(models: dict[str, str], prompts: list[dict], max_new_tokens: int = 256, temperature: float = 0.0,
-                   seed: int = 0, batch_size: int = 16, device="cpu",
-                   log: Callable[[str], None] = print) -> dict:
+                   seed: int = 0, batch_size: int = 16, device="cpu", log: Callable[[str], None] = print,
+                   guidance_scale: float = 1.0, negative_prompt: str = "") -> dict:
     """{label: {'word_share', 'all_words', 'instruction_gain', 'prompts', 'samples'}} for each model, on the same
     prompts (instruction_gain: see evals/instruction_gain.py; None when the prompts carry no reference stories)."""
     from babyllama.evals.instruction_gain import instruction_gain
@@ -74,10 +77,11 @@ def evaluate_words(models: dict[str, str], prompts: list[dict], max_new_tokens: 
     for label, path in models.items():
         log(f"{label}: generating {len(prompts)} stories with {path}")
         session = ChatSession(path, device)
-        stories = generate_stories(session, prompts, max_new_tokens, temperature, seed, batch_size, device)
+        stories = generate_stories(session, prompts, max_new_tokens, temperature, seed, batch_size, device,
+                                   guidance_scale, negative_prompt)
         shares = [score(p["words"], s) for p, s in zip(prompts, stories)]
         results[label] = {
-            "model": str(path), "prompts": len(prompts),
+            "model": str(path), "prompts": len(prompts), "guidance_scale": guidance_scale,
             "word_share": sum(shares) / len(shares),
             "all_words": sum(s == 1.0 for s in shares) / len(shares),
             "instruction_gain": instruction_gain(session, prompts, device),

@@ -29,7 +29,8 @@ class ChatSession:
 
     def reply(self, message: str, max_new_tokens: int = 200, temperature: float = 0.0, top_k: Optional[int] = None,
               top_p: Optional[float] = None, seed: Optional[int] = None,
-              on_text: Optional[Callable[[str], None]] = None, autocast=contextlib.nullcontext) -> str:
+              on_text: Optional[Callable[[str], None]] = None, autocast=contextlib.nullcontext,
+              guidance_scale: float = 1.0, negative_prompt: str = "") -> str:
         from babyllama.infer.generate import TextStream, generate
 
         messages = self.history + [{"role": "user", "content": message}]
@@ -40,10 +41,13 @@ class ChatSession:
             ids = self.prompt_ids(messages)
         if len(ids) >= context:
             raise BabyLlamaError(f"the message is {len(ids)} tokens; the model's context is {context}")
+        # Guidance's twin: the same conversation with this turn's message replaced by the negative prompt.
+        twin = self.prompt_ids(messages[:-1] + [{"role": "user", "content": negative_prompt}])
         stream = TextStream(self.hf_tokenizer.decode, on_text) if on_text else None
         out = generate(self.model, [ids], max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                        seed=seed, eos_id=self.hf_tokenizer.eos_token_id, stop_ids=(self.end_id,),
-                       on_token=(lambda row, token: stream(row, token)) if stream else None, autocast=autocast)[0]
+                       on_token=(lambda row, token: stream(row, token)) if stream else None, autocast=autocast,
+                       guidance_scale=guidance_scale, unconditional=[twin])[0]
         answer = self.hf_tokenizer.decode(out, skip_special_tokens=True)
         self.history = messages + [{"role": "assistant", "content": answer}]
         return answer

@@ -1,4 +1,8 @@
-"""Batched generation with a key/value cache: temperature, top-k, top-p, a seed, and stop at EOS.
+"""Batched generation with a key/value cache: temperature, top-k, top-p, a seed, stop at EOS, and optional
+classifier-free guidance (Sanchez et al. 2023, "Stay on topic with Classifier-Free Guidance"): each prompt is
+decoded beside an unconditional twin (the same chat turn without the instruction), and the next token is drawn
+from log p(x | prompt) scaled away from log p(x | twin) by guidance_scale, which amplifies what the instruction
+changes in the model's own predictions. Scale 1 is plain decoding.
 
 Prompts of different lengths are left-padded; padded positions are masked out of attention and rotary
 positions start at each prompt's first real token, so a prompt decodes the same alone or in a batch.
@@ -12,6 +16,7 @@ from typing import Callable, Optional
 import torch
 
 from babyllama.checks import check_sampling
+from babyllama.errors import BabyLlamaError
 from babyllama.model import KVCache, Llama
 
 
@@ -39,11 +44,22 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: Optional[int], 
 def generate(model: Llama, prompts: list[list[int]], max_new_tokens: int, *, temperature: float = 0.8,
              top_k: Optional[int] = None, top_p: Optional[float] = None, seed: Optional[int] = None,
              eos_id: Optional[int] = None, stop_ids: tuple[int, ...] = (),
-             on_token: Optional[Callable[[int, int], None]] = None, autocast=contextlib.nullcontext) -> list[list[int]]:
-    """Continue each prompt (a list of ids, BOS included) and return the new ids, up to and without EOS."""
+             on_token: Optional[Callable[[int, int], None]] = None, autocast=contextlib.nullcontext,
+             guidance_scale: float = 1.0, unconditional: Optional[list[list[int]]] = None) -> list[list[int]]:
+    """Continue each prompt (a list of ids, BOS included) and return the new ids, up to and without EOS.
+    With guidance_scale != 1, `unconditional` holds one twin prompt per prompt (see the module's docstring)."""
     check_sampling(temperature, top_k, top_p)
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token (start it with BOS)")
+    guided = guidance_scale != 1.0
+    rows = len(prompts)  # the rows whose text is returned
+    if guided:
+        if unconditional is None or len(unconditional) != rows or any(len(p) == 0 for p in unconditional):
+            raise ValueError("guidance_scale needs one non-empty unconditional prompt per prompt")
+        if max(len(p) for p in unconditional) >= model.config.max_seq_len:
+            raise BabyLlamaError(f"the negative prompt has {max(len(p) for p in unconditional)} tokens; the model's "
+                                 f"context is {model.config.max_seq_len}: shorten --negative_prompt")
+        prompts = list(prompts) + list(unconditional)  # decoded as one batch; the twins follow the same tokens
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -78,11 +94,17 @@ def generate(model: Llama, prompts: list[list[int]], max_new_tokens: int, *, tem
             logits = model(tokens, cache=cache, start_pos=0)
         stops = set(stop_ids) | ({eos_id} if eos_id is not None else set())
         finished = torch.zeros(batch, dtype=torch.bool, device=device)
-        outputs: list[list[int]] = [[] for _ in range(batch)]
+        outputs: list[list[int]] = [[] for _ in range(rows)]
         for step in range(max_new_tokens):
-            next_ids = sample_next(logits[:, -1], temperature, top_k, top_p, generator)
+            last = logits[:, -1]
+            if guided:
+                conditional, plain = last[:rows].float().log_softmax(-1), last[rows:].float().log_softmax(-1)
+                last = plain + guidance_scale * (conditional - plain)
+            next_ids = sample_next(last, temperature, top_k, top_p, generator)
+            if guided:
+                next_ids = torch.cat([next_ids, next_ids])
             ids = next_ids.tolist()
-            for row, token in enumerate(ids):
+            for row, token in enumerate(ids[:rows]):
                 if finished[row]:
                     continue
                 if token in stops:
@@ -91,7 +113,7 @@ def generate(model: Llama, prompts: list[list[int]], max_new_tokens: int, *, tem
                 outputs[row].append(token)
                 if on_token is not None:
                     on_token(row, token)
-            if bool(finished.all()) or step == max_new_tokens - 1:
+            if bool(finished[:rows].all()) or step == max_new_tokens - 1:
                 break
             position = longest + step
             if padded:
