@@ -95,3 +95,22 @@ def test_the_recipe_chooses_the_optimizer_unless_one_is_given(prepared_512, tmp_
     assert planned(fsdp=True).optim == "adamw"
     assert planned(preset="260k").optim == "muon"
     assert planned(preset="42m").optim == "adamw"
+
+
+def test_a_muon_recipe_gives_adamw_alone_its_own_learning_rate(prepared_512, tmp_path):
+    """15m's Muon recipe sets its AdamW part (embeddings, head, norms) to 1.6e-2, far too high for AdamW training
+    every weight (8e-3 was the worst of the sweep): --optim adamw and --fsdp get the AdamW-alone rate instead, and an
+    explicit --learning_rate always wins."""
+    from babyllama.train.plan import plan_new
+    from babyllama.train.recipes import recipe_for
+
+    def planned(**given):
+        values = {"data": str(prepared_512), "preset": "15m", "device": "cpu", "output_dir": str(tmp_path), **given}
+        return plan_new(values, {}).train
+
+    recipe = recipe_for("15m", "cpu")
+    assert planned().learning_rate == recipe["learning_rate"]
+    assert planned(optim="adamw").learning_rate == recipe["adamw_alone_learning_rate"] != recipe["learning_rate"]
+    assert planned(fsdp=True).learning_rate == recipe["adamw_alone_learning_rate"]
+    assert planned(optim="adamw", learning_rate=3e-3).learning_rate == 3e-3
+    assert planned(preset="260k", optim="adamw").learning_rate == recipe_for("260k", "cpu")["learning_rate"]

@@ -124,11 +124,18 @@ def plan_new(train_values: dict[str, Any], model_values: dict[str, Any]) -> Plan
     if not cfg.data:
         raise BabyLlamaError("--data is required: a folder made by `babyllama prepare` (e.g. --data data/ts-512)")
     device = resolve_device(cfg.device)
-    for key, value in recipe_for(cfg.preset, device.type).items():
-        if key == "optim":  # not None by default (adamw): the recipe's optimizer unless --optim was given
-            if "optim" not in train_values and not cfg.fsdp:  # FSDP shards the matrices Muon needs whole
-                cfg.optim = value
-        elif getattr(cfg, key) is None:
+    recipe = recipe_for(cfg.preset, device.type)
+    # --optim is not None by default (adamw): the recipe's optimizer unless --optim was given; never Muon under
+    # FSDP, which shards the matrices Muon needs whole.
+    if "optim" in recipe and "optim" not in train_values and not cfg.fsdp:
+        cfg.optim = recipe["optim"]
+    # A Muon recipe's learning_rate is for its AdamW part (embeddings, head, norms); AdamW training every weight
+    # may want another one.
+    adamw_alone = recipe.pop("adamw_alone_learning_rate", None)
+    if cfg.optim == "adamw" and adamw_alone is not None:
+        recipe["learning_rate"] = adamw_alone
+    for key, value in recipe.items():
+        if key != "optim" and getattr(cfg, key) is None:
             setattr(cfg, key, value)
     if cfg.warmup_ratio is None:
         cfg.warmup_ratio = 0.0
