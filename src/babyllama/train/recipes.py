@@ -2,8 +2,9 @@
 
 A recipe fills only the options the user left unset (None), and chooses the optimizer unless --optim is given
 (and not under --fsdp, which Muon does not support). A Muon recipe's learning_rate is its AdamW part's;
-adamw_alone_learning_rate, where given, replaces it when AdamW trains every weight (--optim adamw, --fsdp). The numbers behind each choice are in
-bench/results/ and the README. Recipes are kept per device family (train/device.py: device_family): cpu, mps, and
+adamw_alone_learning_rate, where given, replaces it when AdamW trains every weight (--optim adamw, --fsdp). The
+numbers behind each choice are in bench/results/ and the README. Recipes are kept per device family
+(train/device.py: device_family): cpu, mps, and
 CUDA cards by what they compute natively: cuda-bf16 (8.0+, A100/H100/H200, measured on an H200), cuda-fp16 (7.x: T4,
 V100; 15-16 GB on Colab's T4, so the batch is halved) and cuda-fp32 (older cards: no Triton, so no torch.compile).
 The T4/V100 and MPS recipes were derived, not measured.
@@ -32,7 +33,7 @@ RECIPES: dict[tuple[str, str], dict[str, Any]] = {
     # (221 steps), Muon at 2e-3 1.3186 (159 steps), at 4e-3 1.2572 (170), at 8e-3 1.2297 (178; one seed).
     # A Muon step costs 1.3-1.4x an AdamW step here (fp32 Newton-Schulz). AdamW alone, swept down: 8e-3 1.7731,
     # 4e-3 1.5378, 2e-3 1.3279, 1e-3 1.2603. Muon's AdamW part (embeddings, head, norms) at equal steps (230, seed
-    # 42): 2e-3 1.1568, 4e-3 1.1309, 8e-3 1.1110, 1.6e-2 1.0943 -- the 260k value.
+    # 42): 2e-3 1.1568, 4e-3 1.1309, 8e-3 1.1110, 1.6e-2 1.0943 -- the 260k value; seed 1337: 1.1666 vs 1.1018.
     ("15m", "cpu"): dict(per_device_train_batch_size=16, seq_len=256, learning_rate=1.6e-2, warmup_ratio=0.02,
                          torch_compile=False, optim="muon", muon_learning_rate=8e-3, adamw_alone_learning_rate=1e-3),
     ("42m", "cpu"): dict(per_device_train_batch_size=8, seq_len=256, learning_rate=1e-3, warmup_ratio=0.02,
