@@ -114,3 +114,45 @@ def test_a_muon_recipe_gives_adamw_alone_its_own_learning_rate(prepared_512, tmp
     assert planned(fsdp=True).learning_rate == recipe["adamw_alone_learning_rate"]
     assert planned(optim="adamw", learning_rate=3e-3).learning_rate == 3e-3
     assert planned(preset="260k", optim="adamw").learning_rate == recipe_for("260k", "cpu")["learning_rate"]
+
+
+def test_sequence_length_warmup_cuts_the_same_rows_and_resumes_exactly(prepared_512, tmp_path):
+    """--seq_len_warmup_ratio: windows of a quarter, then half of --seq_len, then all of it; the tokens per step and
+    the exact resume stay."""
+    from babyllama.train.cadence import training_context
+
+    assert [training_context(f, 128, 0.4) for f in (0.0, 0.19, 0.2, 0.39, 0.4, 1.0)] == [32, 32, 64, 64, 128, 128]
+    assert training_context(0.0, 128, 0.0) == 128
+    whole = pretrain_tiny(prepared_512, tmp_path, "warm", max_steps=12, save_steps=5, save_total_limit=None,
+                          logging_steps=1, seq_len_warmup_ratio=0.5)
+    rows = [json.loads(line) for line in (whole / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+    assert [row["context"] for row in rows] == [16] * 3 + [32] * 3 + [64] * 6  # step s logs after s steps
+    assert len({row["tokens_seen"] - 512 * row["step"] for row in rows}) == 1  # 8 x 64 tokens every step
+    assert resume_matches_whole(whole, 5, tmp_path)
+
+
+def test_init_std_scales_the_random_weights():
+    import torch
+
+    from babyllama.config import ModelConfig
+    from babyllama.model import Llama
+
+    torch.manual_seed(0)
+    default = Llama(ModelConfig(dim=64, n_layers=2, n_heads=4, vocab_size=512))
+    torch.manual_seed(0)
+    wider = Llama(ModelConfig(dim=64, n_layers=2, n_heads=4, vocab_size=512), init_std=0.05)
+    embed = default.model.embed_tokens.weight
+    assert embed.std().item() == pytest.approx(0.02, rel=0.05)
+    assert torch.allclose(wider.model.embed_tokens.weight, embed * 2.5)  # same draws, scaled
+    norm = [p for n, p in wider.named_parameters() if n.endswith("norm.weight")][0]
+    assert torch.equal(norm, torch.ones_like(norm))
+
+
+@pytest.mark.parametrize("option, message", [
+    (dict(seq_len_warmup_ratio=1.5), "--seq_len_warmup_ratio must be in"),
+    (dict(seq_len_warmup_ratio=0.2, seq_len=62), "divisible by 4"),
+    (dict(init_std=0.0), "--init_std must be a positive"),
+])
+def test_warmup_and_init_options_are_checked(prepared_512, tmp_path, option, message):
+    with pytest.raises(BabyLlamaError, match=message):
+        pretrain_tiny(prepared_512, tmp_path, "bad", **option)

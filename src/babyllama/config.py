@@ -115,6 +115,10 @@ class TrainConfig:
     per_device_eval_batch_size: Optional[int] = opt(None, "sequences per evaluation batch (default: train batch)", resumable=True)
     gradient_accumulation_steps: int = opt(1, "micro-batches per optimizer step")
     seq_len: Optional[int] = opt(None, "training sequence length (default: recipe, at most max_seq_len)")
+    seq_len_warmup_ratio: Optional[float] = opt(None, "share of the run (of the budget under --max_time) over which "
+                                                      "the training context grows from a quarter of --seq_len to "
+                                                      "all of it, doubling halfway; each step keeps its tokens "
+                                                      "(default: recipe, else 0: off)")
     learning_rate: Optional[float] = opt(None, "peak learning rate (default: recipe)")
     min_lr_ratio: float = opt(0.1, "final learning rate as a fraction of the peak (cosine, linear, "
                                    "warmup_stable_decay)")
@@ -123,6 +127,8 @@ class TrainConfig:
     lr_scheduler_type: str = opt("cosine", "learning-rate schedule after warmup", choices=SCHEDULES)
     warmup_steps: int = opt(0, "linear warmup steps (overrides warmup_ratio when > 0)")
     warmup_ratio: Optional[float] = opt(None, "warmup as a fraction of the total steps (default: recipe)")
+    init_std: float = opt(0.02, "standard deviation of the random initial weights (the residual output projections "
+                                "are scaled down by depth)")
     weight_decay: float = opt(0.1, "AdamW weight decay (never applied to norms and biases)")
     adam_beta1: float = opt(0.9, "AdamW beta1")
     adam_beta2: float = opt(0.95, "AdamW beta2")
@@ -192,6 +198,13 @@ class TrainConfig:
             raise BabyLlamaError(f"--num_samples must be 0 or more, got {self.num_samples}")
         if self.warmup_steps < 0 or (self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1):
             raise BabyLlamaError("--warmup_steps must be >= 0 and --warmup_ratio in [0, 1)")
+        if self.seq_len_warmup_ratio is not None and not 0 <= self.seq_len_warmup_ratio <= 1:
+            raise BabyLlamaError(f"--seq_len_warmup_ratio must be in [0, 1], got {self.seq_len_warmup_ratio}")
+        if self.seq_len_warmup_ratio and self.seq_len % 4:
+            raise BabyLlamaError(f"--seq_len_warmup_ratio needs a --seq_len divisible by 4 (it trains at a quarter "
+                                 f"and a half of it first), got --seq_len {self.seq_len}")
+        if not self.init_std > 0 or math.isinf(self.init_std):
+            raise BabyLlamaError(f"--init_std must be a positive finite number, got {self.init_std}")
         if not self.weight_decay >= 0 or not self.max_grad_norm >= 0 or not 0 <= self.min_lr_ratio <= 1:
             raise BabyLlamaError("--weight_decay and --max_grad_norm must be >= 0, --min_lr_ratio in [0, 1]")
         if not 0 < self.lr_decay_ratio <= 1:

@@ -144,7 +144,7 @@ class Llama(nn.Module):
     # Recompute each block's activations in the backward pass instead of storing them (training only).
     gradient_checkpointing: bool = False
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, init_std: float = 0.02):
         super().__init__()
         config.validate()
         self.config = config
@@ -156,18 +156,18 @@ class Llama(nn.Module):
         cos, sin = rotary_tables(config.head_dim, config.max_seq_len, config.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
-        self.reset_parameters()
+        self.reset_parameters(init_std)
 
-    def reset_parameters(self) -> None:
-        """GPT-2 style init; residual output projections scaled down by depth."""
-        residual_std = 0.02 / math.sqrt(2 * self.config.n_layers)
+    def reset_parameters(self, std: float = 0.02) -> None:
+        """GPT-2 style init (std 0.02); residual output projections scaled down by depth."""
+        residual_std = std / math.sqrt(2 * self.config.n_layers)
         for name, param in self.named_parameters():
             if name.endswith("norm.weight"):
                 nn.init.ones_(param)
             elif name.endswith(("o_proj.weight", "down_proj.weight")):
                 nn.init.normal_(param, mean=0.0, std=residual_std)
             else:
-                nn.init.normal_(param, mean=0.0, std=0.02)
+                nn.init.normal_(param, mean=0.0, std=std)
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
         total = sum(p.numel() for p in self.parameters())

@@ -26,6 +26,14 @@ EVAL_SHARE = 0.05
 PPB = 1_000_000_000  # progress travels between ranks as an integer in parts per billion
 
 
+def training_context(run_fraction: float, seq_len: int, warmup_ratio: float) -> int:
+    """Sequence-length warmup: a quarter of seq_len over the first half of the warmup, half of it over the second,
+    then all of it. Short windows are cut from the same rows, so a step keeps its tokens and the data order."""
+    if run_fraction >= warmup_ratio:
+        return seq_len
+    return seq_len // 4 if run_fraction < warmup_ratio / 2 else seq_len // 2
+
+
 class Cadence:
     def __init__(self, *, max_steps: int, max_time: Optional[float], epoch_steps: int, logging_steps: int,
                  eval_steps: Optional[int], save_steps: Optional[int], warmup_steps: int, warmup_ratio: float,
@@ -64,6 +72,10 @@ class Cadence:
             self.warmup_end_progress = self.progress
         start = self.warmup_end_progress
         return 1.0, (self.progress - start) / max(1e-9, 1.0 - start)
+
+    def run_fraction(self, step: int) -> float:
+        """How much of the run is done: the share of the budget spent, or of the steps."""
+        return self.progress if self.budget else min(1.0, step / self.total)
 
     # ------------------------------------------------------------------ the clock (rank 0's counts)
 

@@ -28,7 +28,7 @@ from babyllama.model import Llama
 from babyllama.records.run import NullRecord, RunRecord
 from babyllama.train import checkpoint as ckpt
 from babyllama.train import faults
-from babyllama.train.cadence import Cadence
+from babyllama.train.cadence import Cadence, training_context
 from babyllama.train.device import peak_flops
 from babyllama.train.distributed import Distributed
 from babyllama.train.evaluation import Evaluator, eval_line
@@ -109,7 +109,7 @@ def build(plan: Plan, dist: Distributed, log: Callable[[str], None]) -> Training
     if plan.state and plan.state.get("data_fingerprint") not in (None, plan.data.fingerprint):
         log("warning: the prepared data changed since this run started; the data order will differ")
     torch.manual_seed(cfg.seed)
-    model = Llama(plan.model).to(device)
+    model = Llama(plan.model, init_std=cfg.init_std).to(device)
     model.loss_impl = cfg.loss_impl  # same loss either way; only speed and memory differ (babyllama/ops)
     model.gradient_checkpointing = bool(cfg.gradient_checkpointing)  # recompute blocks in backward (less memory)
     if plan.resume_from:  # whole weights go in before FSDP shards them
@@ -219,6 +219,7 @@ def train(t: Training, stop: StopRequest) -> str:
                bar_format=None if unit == "step" else "{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}]")
     write = bar.write if not cfg.disable_tqdm else t.log
     t.model.train()
+    shown_context = cfg.seq_len  # the run's description names it; a warmup's shorter windows are announced
     with bar, t.step.load_batch:  # the progress bar and the batch worker end with the loop
         while not cadence.finished(state.step):
             cadence.step_started(state.step)
@@ -226,7 +227,12 @@ def train(t: Training, stop: StopRequest) -> str:
             warmup, decay = cadence.position(state.step)
             lr = learning_rate_for(warmup=warmup, decay=decay, peak=cfg.learning_rate, kind=cfg.lr_scheduler_type,
                                    min_ratio=cfg.min_lr_ratio, decay_ratio=cfg.lr_decay_ratio)
-            loss, grad_norm, finite = t.step(state.step, lr)
+            context = training_context(cadence.run_fraction(state.step), cfg.seq_len, cfg.seq_len_warmup_ratio)
+            if context != shown_context:
+                write(f"step {state.step}: training on windows of {context} tokens"
+                      f"{'' if context == cfg.seq_len else ' (--seq_len_warmup_ratio)'}")
+                shown_context = context
+            loss, grad_norm, finite = t.step(state.step, lr, context)
             state.advance(t.tokens_per_step)
             window.add(loss, finite, t.tokens_per_step)
             # One agreement per step: a stop request on any rank stops every rank; rank 0's clock rules the budget.
@@ -244,6 +250,7 @@ def train(t: Training, stop: StopRequest) -> str:
                 metrics = window.read(step=step, learning_rate=lr, grad_norm=grad_norm, tokens_seen=state.tokens_seen,
                                       epoch=round(t.sampler.epoch_of(step * t.batches.global_batch), 4),
                                       elapsed_seconds=round(state.elapsed(), 2),
+                                      **({"context": context} if cfg.seq_len_warmup_ratio else {}),
                                       **({"skipped_steps": t.guard.skipped} if t.guard.skipped else {}))
                 t.record.log_metrics(metrics)
                 write(log_line(metrics, cadence.total_label(step)))

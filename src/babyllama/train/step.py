@@ -28,12 +28,16 @@ class OptimizerStep:
         self.precision, self.dist, self.load_batch, self.accumulation = precision, dist, load_batch, accumulation
         self.max_grad_norm, self.guard = max_grad_norm or float("inf"), guard
 
-    def __call__(self, step: int, lr: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(loss of the global batch, gradient norm, finite flag), all on the device."""
+    def __call__(self, step: int, lr: float, context: Optional[int] = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss of the global batch, gradient norm, finite flag), all on the device. `context`, shorter than the
+        batch's rows, cuts each row into windows of that many tokens (sequence-length warmup)."""
         apply_learning_rate(self.optimizer, lr)
         step_loss = torch.zeros((), device=self.device)
         for micro in range(self.accumulation):
             inputs, targets = self.load_batch(step, micro)  # prefetched + pinned on CUDA (train/fastpaths.py)
+            if context and context < inputs.shape[1]:  # targets are the inputs shifted: both cut at the same places
+                inputs, targets = inputs.reshape(-1, context), targets.reshape(-1, context)
             # Gradients are all-reduced across processes on the last micro-step only.
             with self.dist.gradient_sync(self.trained, micro == self.accumulation - 1):
                 with self.precision.autocast():
