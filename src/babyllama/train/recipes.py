@@ -27,6 +27,8 @@ RECIPES: dict[tuple[str, str], dict[str, Any]] = {
     # 1.0526 (seed 1337); 1.0488 after the faster Muon step. AdamW keeps the embeddings, the head and the norms at
     # 1.6e-2 (8e-3 1.0718, 3.2e-2 1.0675). Batch 32 x 128 instead of 16 x 128: 1.0482 vs 1.0488 (seed 42), 1.0411
     # vs 1.0466 (seed 1337), with 1.1x the tokens/s; 8 x 256 lost (1.0969).
+    # At batch 32 x 128 (Dec 1): Muon 1.2e-2, the AdamW part at 2.4e-2, --init_std 0.05 and --seq_len_warmup_ratio
+    # 0.3 / 0.6 all lost or tied against the defaults (bench/README.md).
     ("260k", "cpu"): dict(per_device_train_batch_size=32, seq_len=128, learning_rate=1.6e-2, warmup_ratio=0.02,
                           torch_compile=False, optim="muon", muon_learning_rate=8e-3),
     # --optim muon, 600 s, vocab 4096 (bench/results/quality-15m-600s-*.json): AdamW 1.4384 bits/byte
