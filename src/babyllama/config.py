@@ -115,10 +115,9 @@ class TrainConfig:
     per_device_eval_batch_size: Optional[int] = opt(None, "sequences per evaluation batch (default: train batch)", resumable=True)
     gradient_accumulation_steps: int = opt(1, "micro-batches per optimizer step")
     seq_len: Optional[int] = opt(None, "training sequence length (default: recipe, at most max_seq_len)")
-    seq_len_warmup_ratio: Optional[float] = opt(None, "share of the run (of the budget under --max_time) over which "
-                                                      "the training context grows from a quarter of --seq_len to "
-                                                      "all of it, doubling halfway; each step keeps its tokens "
-                                                      "(default: recipe, else 0: off)")
+    seq_len_warmup_ratio: float = opt(0.0, "share of the run (of the budget under --max_time) over which the "
+                                           "training context grows from a quarter of --seq_len to all of it, "
+                                           "doubling halfway; each step keeps its tokens (0: off)")
     learning_rate: Optional[float] = opt(None, "peak learning rate (default: recipe)")
     min_lr_ratio: float = opt(0.1, "final learning rate as a fraction of the peak (cosine, linear, "
                                    "warmup_stable_decay)")
@@ -198,7 +197,7 @@ class TrainConfig:
             raise BabyLlamaError(f"--num_samples must be 0 or more, got {self.num_samples}")
         if self.warmup_steps < 0 or (self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1):
             raise BabyLlamaError("--warmup_steps must be >= 0 and --warmup_ratio in [0, 1)")
-        if self.seq_len_warmup_ratio is not None and not 0 <= self.seq_len_warmup_ratio <= 1:
+        if not 0 <= self.seq_len_warmup_ratio <= 1:
             raise BabyLlamaError(f"--seq_len_warmup_ratio must be in [0, 1], got {self.seq_len_warmup_ratio}")
         if self.seq_len_warmup_ratio and self.seq_len % 4:
             raise BabyLlamaError(f"--seq_len_warmup_ratio needs a --seq_len divisible by 4 (it trains at a quarter "

@@ -139,8 +139,6 @@ def plan_new(train_values: dict[str, Any], model_values: dict[str, Any]) -> Plan
             setattr(cfg, key, value)
     if cfg.warmup_ratio is None:
         cfg.warmup_ratio = 0.0
-    if cfg.seq_len_warmup_ratio is None:
-        cfg.seq_len_warmup_ratio = 0.0
     cfg.validate()  # before the data and model are read: a bad option is the first thing to hear about
     cfg.run_name = check_run_name(cfg.run_name or default_run_name())  # before anything is written
     data = TrainingData(cfg.data)
