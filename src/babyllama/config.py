@@ -183,7 +183,7 @@ class TrainConfig:
                                      f"{did_you_mean(str(value), f.metadata['choices'])}")
         positive = ["per_device_train_batch_size", "seq_len", "gradient_accumulation_steps", "learning_rate",
                     "logging_steps", "num_train_epochs", "max_consecutive_nonfinite", "stop_timeout",
-                    "sample_max_new_tokens"]
+                    "sample_max_new_tokens", "init_std"]
         optional = ["eval_steps", "save_steps", "max_time", "per_device_eval_batch_size", "eval_max_tokens",
                     "save_total_limit", "muon_learning_rate"]
         for name in positive + [n for n in optional if getattr(self, n) is not None]:
@@ -202,8 +202,6 @@ class TrainConfig:
         if self.seq_len_warmup_ratio and self.seq_len % 4:
             raise BabyLlamaError(f"--seq_len_warmup_ratio needs a --seq_len divisible by 4 (it trains at a quarter "
                                  f"and a half of it first), got --seq_len {self.seq_len}")
-        if not self.init_std > 0 or math.isinf(self.init_std):
-            raise BabyLlamaError(f"--init_std must be a positive finite number, got {self.init_std}")
         if not self.weight_decay >= 0 or not self.max_grad_norm >= 0 or not 0 <= self.min_lr_ratio <= 1:
             raise BabyLlamaError("--weight_decay and --max_grad_norm must be >= 0, --min_lr_ratio in [0, 1]")
         if not 0 < self.lr_decay_ratio <= 1:
