@@ -48,6 +48,29 @@ def test_chunked_loss_and_gradients_match_standard(chunk_rows):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("impl", ["standard", "chunked"])
+def test_z_loss_adds_the_gradient_of_z_log_z_squared_and_keeps_the_cross_entropy_value(impl):
+    """--z_loss: gradient of CE + z * mean(logsumexp^2) over the kept rows, by plain autograd; value = CE alone."""
+    hidden, weight, targets = _inputs()
+    z = 0.05  # large, so a missing or misplaced term cannot hide in the tolerance
+
+    def reference(h, w, t):
+        logits = h @ w.t()
+        keep = t != -100
+        squared = torch.logsumexp(logits, dim=-1).square()[keep].mean()
+        return torch.nn.functional.cross_entropy(logits, t, ignore_index=-100) + z * squared
+
+    want = _loss_and_grads(reference, hidden, weight, targets)
+    plain = _loss_and_grads(standard_linear_cross_entropy, hidden, weight, targets)
+    kwargs = {"chunk_rows": 64} if impl == "chunked" else {}
+    fn = chunked_linear_cross_entropy if impl == "chunked" else standard_linear_cross_entropy
+    got = _loss_and_grads(lambda h, w, t: fn(h, w, t, z_loss=z, **kwargs), hidden, weight, targets)
+    torch.testing.assert_close(got[0], plain[0], rtol=1e-5, atol=1e-6)  # the logged value: cross-entropy
+    for a, b in zip(want[1:], got[1:]):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(want[2], plain[2], rtol=1e-3)  # the term changes the gradient
+
+
 def test_chunked_loss_under_bf16_autocast_is_close_and_keeps_fp32_grads():
     hidden, weight, targets = _inputs(rows=256, dim=64, vocab=128)
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -148,10 +148,37 @@ def test_init_std_scales_the_random_weights():
     assert torch.equal(norm, torch.ones_like(norm))
 
 
+def test_z_loss_changes_training_but_never_evaluation(prepared_512, tmp_path):
+    """The model applies --z_loss in training mode only: validation losses and samples are plain cross-entropy."""
+    import torch
+
+    from babyllama.config import ModelConfig
+    from babyllama.model import Llama
+
+    torch.manual_seed(0)
+    model = Llama(ModelConfig(dim=32, n_layers=1, n_heads=4, vocab_size=64, max_seq_len=16))
+    model.z_loss = 1.0
+    ids = torch.randint(0, 64, (2, 16))
+    model.eval()
+    with torch.no_grad():
+        logits = model(ids[:, :-1]).float()
+        expected = torch.nn.functional.cross_entropy(logits.reshape(-1, 64), ids[:, 1:].reshape(-1))
+        assert torch.allclose(model(ids[:, :-1], ids[:, 1:]), expected, atol=1e-5)
+    plain = pretrain_tiny(prepared_512, tmp_path, "plain", max_steps=6, logging_steps=1)
+    with_z = pretrain_tiny(prepared_512, tmp_path, "z", max_steps=6, logging_steps=1, z_loss=1e-2)
+    losses = [[json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
+               if '"loss"' in line] for run in (plain, with_z)]
+    # The first step's logged loss comes before any update and is the cross-entropy either way; later ones differ.
+    assert losses[0][0] == pytest.approx(losses[1][0], abs=1e-6)
+    assert losses[0][-1] != losses[1][-1]
+
+
 @pytest.mark.parametrize("option, message", [
     (dict(seq_len_warmup_ratio=1.5), "--seq_len_warmup_ratio must be in"),
     (dict(seq_len_warmup_ratio=0.2, seq_len=62), "divisible by 4"),
     (dict(init_std=0.0), "--init_std must be a positive"),
+    (dict(z_loss=-1e-4), "--z_loss must be 0"),
+    (dict(z_loss=float("nan")), "--z_loss must be 0"),
 ])
 def test_warmup_and_init_options_are_checked(prepared_512, tmp_path, option, message):
     with pytest.raises(BabyLlamaError, match=message):

@@ -141,6 +141,7 @@ class Body(nn.Module):
 class Llama(nn.Module):
     # How forward(targets=...) computes the loss: auto, standard, chunked, liger, cce or fused (see babyllama.ops).
     loss_impl: str = "auto"
+    z_loss: float = 0.0  # training only: evaluation and sampling always see the plain cross-entropy
     # Recompute each block's activations in the backward pass instead of storing them (training only).
     gradient_checkpointing: bool = False
 
@@ -211,7 +212,8 @@ class Llama(nn.Module):
         if targets is None:
             return self.lm_head(hidden)
         # The classifier and the loss together, by default without materialising fp32 logits (babyllama.ops).
-        return linear_cross_entropy(hidden, self.lm_head.weight, targets, impl=self.loss_impl)
+        return linear_cross_entropy(hidden, self.lm_head.weight, targets, impl=self.loss_impl,
+                                    z_loss=self.z_loss if self.training else 0.0)
 
     def flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs per token: 6N for the weights plus 12*L*H*Q*T for attention (PaLM appendix B)."""

@@ -9,6 +9,8 @@ Peak extra memory is one chunk of logits; the backward pass only scales the stor
 `linear_cross_entropy(..., impl=)` picks an implementation: "standard" (plain PyTorch, the reference),
 "chunked" (above, any device), "liger" (Liger Kernel's fused linear cross-entropy, Triton), "cce" (Apple's
 cut-cross-entropy, Triton, exact gradients: no gradient filtering) or "fused" (liger, else cce, else chunked).
+`z_loss` adds PaLM's auxiliary z * log(Z)^2 per token (it keeps the softmax normaliser near 1, guarding against
+logit drift): only its gradient is added, so the returned value stays the cross-entropy, comparable across runs.
 The Triton kernels need CUDA and their package; without them they fall back to chunked. "auto" chooses per device;
 the choices are backed by bench/results/.
 
@@ -48,7 +50,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of (hidden @ weight^T) against targets; gradients computed in forward, chunk by chunk."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk_rows: int, need_grad: bool):
+    def forward(ctx, hidden, weight, targets, chunk_rows: int, need_grad: bool, z_loss: float = 0.0):
         rows = hidden.shape[0]
         valid = targets != IGNORE_INDEX
         safe_targets = targets.masked_fill(~valid, 0)  # any in-range id; these rows are zeroed below
@@ -75,6 +77,8 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             lse = (peak + total.log()).squeeze(1)
             loss_sum = loss_sum + ((lse - picked) * keep).sum()
             grad_logits.div_(total)
+            if z_loss:  # d(z * lse^2)/d(logits) = 2 z lse * softmax
+                grad_logits.mul_(1 + 2 * z_loss * lse[:, None])
             grad_logits.scatter_add_(1, target[:, None], torch.full_like(picked[:, None], -1.0))
             # On the CPU the check is free and pretraining never ignores a target; on a GPU it would synchronise.
             if hidden.device.type != "cpu" or not bool(keep.all()):
@@ -93,7 +97,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         grad_hidden, grad_weight, scale = ctx.saved_tensors
         factor = grad_output * scale
         return ((grad_hidden * factor.to(grad_hidden.dtype)), (grad_weight * factor).to(ctx.weight_dtype),
-                None, None, None)
+                None, None, None, None)
 
 
 def _compute_dtype(device_type: str, dtype: torch.dtype) -> torch.dtype:
@@ -103,7 +107,7 @@ def _compute_dtype(device_type: str, dtype: torch.dtype) -> torch.dtype:
 
 
 def chunked_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                                 chunk_rows: Optional[int] = None) -> torch.Tensor:
+                                 chunk_rows: Optional[int] = None, z_loss: float = 0.0) -> torch.Tensor:
     """Mean cross-entropy over targets != -100 of hidden (..., dim) @ weight (vocab, dim)^T, in chunks of rows.
 
     Under autocast the matmuls run in the autocast dtype (as nn.Linear would) and the softmax in fp32.
@@ -118,13 +122,20 @@ def chunked_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, tar
     rows = chunk_rows or default_chunk_rows(hidden.shape[0], weight.shape[0], device_type)
     need_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight_c.requires_grad)
     with torch.autocast(device_type, enabled=False):
-        return _ChunkedLinearCrossEntropy.apply(hidden, weight_c, targets, rows, need_grad)
+        return _ChunkedLinearCrossEntropy.apply(hidden, weight_c, targets, rows, need_grad, float(z_loss))
 
 
-def standard_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """The reference: full logits, cast to fp32, then PyTorch's cross-entropy."""
-    logits = F.linear(hidden, weight)
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=IGNORE_INDEX)
+def standard_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                                  z_loss: float = 0.0) -> torch.Tensor:
+    """The reference: full logits, cast to fp32, then PyTorch's cross-entropy (and the z-loss's gradient)."""
+    logits = F.linear(hidden, weight).reshape(-1, weight.shape[0]).float()
+    targets = targets.reshape(-1)
+    loss = F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
+    if z_loss:
+        valid = targets != IGNORE_INDEX
+        squared = (torch.logsumexp(logits, dim=-1).square() * valid).sum() / valid.sum().clamp(min=1)
+        loss = loss + z_loss * (squared - squared.detach())  # the gradient only: the value stays the cross-entropy
+    return loss
 
 
 @functools.lru_cache(maxsize=1)
@@ -194,11 +205,15 @@ def _outside_compile(impl: str, hidden: torch.Tensor, weight: torch.Tensor, targ
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                         impl: str = "auto") -> torch.Tensor:
-    """Mean cross-entropy of the logits hidden @ weight^T against targets (-100 ignored), by `impl`."""
+                         impl: str = "auto", z_loss: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy of the logits hidden @ weight^T against targets (-100 ignored), by `impl`; with `z_loss`,
+    the gradient of z * mean(log(Z)^2) is added (the value is the cross-entropy alone)."""
     impl = resolve_loss_impl(impl, hidden.device.type)
+    if z_loss and impl in OUTSIDE_COMPILE:
+        # Neither Triton kernel hands back log(Z); the chunked loss gives the same gradient without full logits.
+        impl = "chunked"
     if impl == "standard":
-        return standard_linear_cross_entropy(hidden, weight, targets)
+        return standard_linear_cross_entropy(hidden, weight, targets, z_loss)
     if impl in OUTSIDE_COMPILE:
         return _outside_compile(impl, hidden, weight, targets)
-    return chunked_linear_cross_entropy(hidden, weight, targets)
+    return chunked_linear_cross_entropy(hidden, weight, targets, z_loss=z_loss)

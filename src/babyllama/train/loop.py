@@ -111,6 +111,7 @@ def build(plan: Plan, dist: Distributed, log: Callable[[str], None]) -> Training
     torch.manual_seed(cfg.seed)
     model = Llama(plan.model, init_std=cfg.init_std).to(device)
     model.loss_impl = cfg.loss_impl  # same loss either way; only speed and memory differ (babyllama/ops)
+    model.z_loss = cfg.z_loss
     model.gradient_checkpointing = bool(cfg.gradient_checkpointing)  # recompute blocks in backward (less memory)
     if plan.resume_from:  # whole weights go in before FSDP shards them
         plan.init_weights = ckpt.load_weights(plan.resume_from)
