@@ -1,10 +1,11 @@
+import hashlib
 import json
 
 import pytest
 
 from babyllama.errors import BabyLlamaError
 from babyllama.train.optim import learning_rate_at
-from conftest import pretrain_tiny, resume_matches_whole
+from conftest import TINY_TRAIN, pretrain_tiny, resume_matches_whole
 
 
 def test_run_folder_layout_and_metric_names(tiny_run):
@@ -164,13 +165,34 @@ def test_z_loss_changes_training_but_never_evaluation(prepared_512, tmp_path):
         logits = model(ids[:, :-1]).float()
         expected = torch.nn.functional.cross_entropy(logits.reshape(-1, 64), ids[:, 1:].reshape(-1))
         assert torch.allclose(model(ids[:, :-1], ids[:, 1:]), expected, atol=1e-5)
-    plain = pretrain_tiny(prepared_512, tmp_path, "plain", max_steps=6, logging_steps=1)
+    plain = pretrain_tiny(prepared_512, tmp_path, "plain", max_steps=6, logging_steps=1, z_loss=0.0)
     with_z = pretrain_tiny(prepared_512, tmp_path, "z", max_steps=6, logging_steps=1, z_loss=1e-2)
     losses = [[json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
                if '"loss"' in line] for run in (plain, with_z)]
     # The first step's logged loss comes before any update and is the cross-entropy either way; later ones differ.
     assert losses[0][0] == pytest.approx(losses[1][0], abs=1e-6)
     assert losses[0][-1] != losses[1][-1]
+
+
+def test_z_loss_comes_from_the_recipe_and_a_checkpoint_from_before_it_resumes_without_it(prepared_512, tmp_path):
+    from babyllama.train.plan import plan_run
+
+    base = {**TINY_TRAIN, "data": str(prepared_512), "output_dir": str(tmp_path), "max_steps": 4}
+    assert plan_run({**base, "run_name": "r"}, {}).train.z_loss == 1e-4  # the 260k CPU recipe
+    assert plan_run({**base, "run_name": "r", "preset": "42m"}, {}).train.z_loss == 0.0  # not measured there
+    assert plan_run({**base, "run_name": "r", "z_loss": 0.0}, {}).train.z_loss == 0.0  # the user's choice wins
+    run = pretrain_tiny(prepared_512, tmp_path, "old", max_steps=4, save_steps=2, z_loss=0.0)
+    checkpoint = sorted((run / "checkpoints").iterdir())[0]
+    state_file = checkpoint / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    del state["config"]["train"]["z_loss"]  # as written before the option existed
+    state_file.write_text(json.dumps(state))
+    index_file = checkpoint / "checkpoint.json"  # its index as that older babyllama would have written it
+    index = json.loads(index_file.read_text())
+    index["files"]["trainer_state.json"] = {"bytes": state_file.stat().st_size,
+                                            "sha256": hashlib.sha256(state_file.read_bytes()).hexdigest()}
+    index_file.write_text(json.dumps(index))
+    assert plan_run({"resume_from_checkpoint": str(checkpoint)}, {}).train.z_loss == 0.0
 
 
 @pytest.mark.parametrize("option, message", [

@@ -128,9 +128,9 @@ class TrainConfig:
     warmup_ratio: Optional[float] = opt(None, "warmup as a fraction of the total steps (default: recipe)")
     init_std: float = opt(0.02, "standard deviation of the random initial weights (the residual output projections "
                                 "are scaled down by depth)")
-    z_loss: float = opt(0.0, "PaLM's auxiliary loss z * log(Z)^2 per token, which holds the softmax normaliser Z "
-                              "near 1 (1e-4 in PaLM; 0: off); only its gradient is added, so the logged loss stays "
-                              "the cross-entropy")
+    z_loss: Optional[float] = opt(None, "PaLM's auxiliary loss z * log(Z)^2 per token, which holds the softmax "
+                                        "normaliser Z near 1 (0: off; default: recipe, 1e-4 for 260k on CPU, else 0); "
+                                        "only its gradient is added, so the logged loss stays the cross-entropy")
     weight_decay: float = opt(0.1, "AdamW weight decay (never applied to norms and biases)")
     adam_beta1: float = opt(0.9, "AdamW beta1")
     adam_beta2: float = opt(0.95, "AdamW beta2")
@@ -200,7 +200,7 @@ class TrainConfig:
             raise BabyLlamaError(f"--num_samples must be 0 or more, got {self.num_samples}")
         if self.warmup_steps < 0 or (self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1):
             raise BabyLlamaError("--warmup_steps must be >= 0 and --warmup_ratio in [0, 1)")
-        if not 0 <= self.z_loss < math.inf:  # `not <=`: NaN too
+        if self.z_loss is not None and not 0 <= self.z_loss < math.inf:  # `not <=`: NaN too (None: the recipe's)
             raise BabyLlamaError(f"--z_loss must be 0 (off) or a positive finite number (1e-4 is PaLM's), "
                                  f"got {self.z_loss}")
         if not 0 <= self.seq_len_warmup_ratio <= 1:

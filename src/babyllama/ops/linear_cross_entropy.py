@@ -76,9 +76,10 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             total = grad_logits.sum(dim=1, keepdim=True)
             lse = (peak + total.log()).squeeze(1)
             loss_sum = loss_sum + ((lse - picked) * keep).sum()
-            grad_logits.div_(total)
-            if z_loss:  # d(z * lse^2)/d(logits) = 2 z lse * softmax
-                grad_logits.mul_(1 + 2 * z_loss * lse[:, None])
+            if z_loss:  # d(z * lse^2)/d(logits) = 2 z lse * softmax: folded into the softmax's division, no extra pass
+                grad_logits.mul_((1 + 2 * z_loss * lse[:, None]) / total)
+            else:
+                grad_logits.div_(total)
             grad_logits.scatter_add_(1, target[:, None], torch.full_like(picked[:, None], -1.0))
             # On the CPU the check is free and pretraining never ignores a target; on a GPU it would synchronise.
             if hidden.device.type != "cpu" or not bool(keep.all()):

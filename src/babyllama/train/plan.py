@@ -28,7 +28,7 @@ from babyllama.records.run import check_run_name, default_run_name
 from babyllama.train.device import Precision, choose_precision, resolve_device
 from babyllama.train.distributed import env_world_size
 from babyllama.train.global_batch import fit_global_batch
-from babyllama.train.recipes import recipe_for
+from babyllama.train.recipes import BEFORE_THE_OPTION, recipe_for
 
 
 @dataclass
@@ -89,6 +89,8 @@ def plan_resume(train_values: dict[str, Any], model_values: dict[str, Any]) -> P
     checkpoint = resolve_checkpoint(given)
     state = json.loads((checkpoint / "trainer_state.json").read_text())
     saved_train, saved_model = state["config"]["train"], state["config"]["model"]
+    # Options newer than the checkpoint take the value that reproduces how it was trained (the recipe may differ).
+    saved_train = {**BEFORE_THE_OPTION, **saved_train}
     for key, value in model_values.items():
         if saved_model.get(key) != value:
             raise BabyLlamaError(f"cannot resume with a changed model shape: {key} was {saved_model.get(key)}, "
@@ -136,6 +138,9 @@ def plan_new(train_values: dict[str, Any], model_values: dict[str, Any]) -> Plan
         recipe["learning_rate"] = adamw_alone
     for key, value in recipe.items():
         if key != "optim" and getattr(cfg, key) is None:
+            setattr(cfg, key, value)
+    for key, value in BEFORE_THE_OPTION.items():  # recipes that do not set these options train without them
+        if getattr(cfg, key) is None:
             setattr(cfg, key, value)
     if cfg.warmup_ratio is None:
         cfg.warmup_ratio = 0.0
