@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from babyllama.errors import BabyLlamaError
@@ -123,6 +123,7 @@ def _config_values():
 
 @FUZZ
 @given(values=_config_values())
+@example(values={"report_to": False})  # once crashed the did-you-mean hint (a bool is not a string)
 def test_config_loader_structured(values):
     path = _write("config.yaml", yaml.safe_dump(values, allow_unicode=True).encode("utf-8"))
     try:
