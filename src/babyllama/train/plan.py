@@ -136,11 +136,8 @@ def plan_new(train_values: dict[str, Any], model_values: dict[str, Any]) -> Plan
     adamw_alone = recipe.pop("adamw_alone_learning_rate", None)
     if cfg.optim == "adamw" and adamw_alone is not None:
         recipe["learning_rate"] = adamw_alone
-    for key, value in recipe.items():
+    for key, value in {**BEFORE_THE_OPTION, **recipe}.items():  # a recipe that does not set them trains without
         if key != "optim" and getattr(cfg, key) is None:
-            setattr(cfg, key, value)
-    for key, value in BEFORE_THE_OPTION.items():  # recipes that do not set these options train without them
-        if getattr(cfg, key) is None:
             setattr(cfg, key, value)
     if cfg.warmup_ratio is None:
         cfg.warmup_ratio = 0.0
